@@ -1,0 +1,61 @@
+"""connect(): the Dask cluster every survey_ml command runs on."""
+from __future__ import annotations
+
+import os
+
+from distributed import Client, LocalCluster
+
+__all__ = ["connect", "SCHEDULER_ENV"]
+
+#: Environment variable naming an existing scheduler (``tcp://host:8786``).
+SCHEDULER_ENV = "SURVEY_ML_SCHEDULER"
+
+
+def connect(scheduler: str | None = None, *, n_workers: int | None = None,
+            threads_per_worker: int = 1, memory_limit: str | float | None = "auto",
+            dashboard_address: str = "127.0.0.1:8787", processes: bool = True,
+            quiet: bool = False) -> Client:
+    """Return a distributed Client: an existing scheduler, or a new LocalCluster.
+
+    Parameters
+    ----------
+    scheduler : str, optional
+        Address of a running scheduler. Defaults to ``$SURVEY_ML_SCHEDULER``; when neither
+        is set, a LocalCluster is started.
+    n_workers : int, optional
+        LocalCluster workers (default: one per CPU core).
+    threads_per_worker : int
+        Threads per worker (1: numeric libraries parallelise inside a task instead).
+    memory_limit : str or float, optional
+        Per-worker memory limit passed to LocalCluster.
+    dashboard_address : str
+        Where the dashboard listens; bound to localhost by default so it is not exposed.
+        ``"127.0.0.1:0"`` picks a free port.
+    processes : bool
+        Worker processes (True) or threads in this process.
+    quiet : bool
+        Do not print the dashboard link.
+
+    Returns
+    -------
+    distributed.Client
+        Closing it also closes a LocalCluster it started.
+
+    Notes
+    -----
+    Workers are spawned processes: scripts calling this need the
+    ``if __name__ == "__main__":`` guard.
+    """
+    address = scheduler or os.environ.get(SCHEDULER_ENV) or None
+    if address:
+        client = Client(address)
+    else:
+        cluster = LocalCluster(n_workers=n_workers or os.cpu_count() or 1,
+                               threads_per_worker=threads_per_worker, processes=processes,
+                               memory_limit=memory_limit, dashboard_address=dashboard_address,
+                               host="127.0.0.1")
+        client = Client(cluster)
+        client._survey_ml_owns_cluster = True  # noqa: SLF001 - closed with the client
+    if not quiet:
+        print(f"survey_ml: Dask dashboard at {client.dashboard_link}", flush=True)
+    return client

@@ -1,0 +1,386 @@
+"""LAMOST LRS single spectra (DR7 ... DR10) and the LRS general catalogue.
+
+Two file layouts exist and are told apart by structure, never by ``DATA_V``:
+
+* old (DR7 and earlier): the primary HDU is a float32 image of shape (5, n_pix) whose
+  rows are flux, ivar, wavelength, andmask, ormask; no other HDU.
+* new (DR8 and later): an empty primary HDU and a binary table ``COADD`` with ONE row of
+  array columns FLUX, IVAR, WAVELENGTH, ANDMASK, ORMASK, NORMALIZATION (all float32;
+  NORMALIZATION is -9999 where the header says NORM = 0).
+
+Wavelengths are vacuum Angstrom on a log-linear grid, ``10**(COEFF0 + COEFF1 * i)``.
+"""
+from __future__ import annotations
+
+import gzip
+import io
+import os
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from astropy.io import fits
+from astropy.table import Table
+
+from ..errors import SurveyFileError
+from ._fits import header_value, open_fits
+from .spectrum import Spectrum
+
+__all__ = [
+    "read_lamost_spectrum",
+    "write_lamost_spectrum",
+    "lamost_filename",
+    "read_lamost_catalogue",
+    "write_lamost_catalogue",
+    "CATALOGUE_DTYPES",
+]
+
+#: Header fields returned in ``Spectrum.meta`` (lower-cased), with their Python types.
+HEADER_FIELDS: dict[str, type] = {
+    "FILENAME": str, "OBSID": int, "DATA_V": str, "LMJD": int, "MJD": int,
+    "PLANID": str, "SPID": int, "FIBERID": int, "RA": float, "DEC": float,
+    "RA_OBS": float, "DEC_OBS": float, "DESIG": str, "OBJTYPE": str,
+    "HELIO_RV": float, "VACUUM": bool, "COEFF0": float, "COEFF1": float,
+    "CLASS": str, "SUBCLASS": str, "Z": float, "Z_ERR": float, "ZFLAG": str,
+    "SNRU": float, "SNRG": float, "SNRR": float, "SNRI": float, "SNRZ": float,
+    "NEXP": int, "EXPTIME": float,
+}
+#: Without these a spectrum cannot be placed on the sky or on a wavelength grid.
+REQUIRED_FIELDS = ("OBSID", "RA", "DEC", "COEFF0", "COEFF1")
+#: Fields whose keyword differs between the layouts: canonical name -> (old, new).
+RENAMED_FIELDS: dict[str, tuple[str, str, type]] = {
+    "fibertype": ("FIBERTYP", "FIB_TYPE", str),
+    "fibermask": ("FIBERMAS", "FIB_MASK", int),
+}
+MAG_KEYS = {"old": ("MAG1", "MAG2", "MAG3", "MAG4", "MAG5", "MAG6", "MAG7"),
+            "new": ("MAG_PS_G", "MAG_PS_R", "MAG_PS_I", "MAG_PS_Z", "MAG_PS_Y")}
+ARRAY_COLUMNS = ("FLUX", "IVAR", "WAVELENGTH", "ANDMASK", "ORMASK")
+NORMALIZATION_FILL = np.float32(-9999.0)
+
+
+def lamost_filename(lmjd: int, planid: str, spid: int, fiberid: int, gz: bool = True) -> str:
+    """File name of a LAMOST LRS spectrum, ``spec-{LMJD}-{PLANID}_sp{SPID:02d}-{FIBERID:03d}.fits``.
+
+    Examples
+    --------
+    >>> lamost_filename(55859, "F5902", 1, 13)
+    'spec-55859-F5902_sp01-013.fits.gz'
+    """
+    return f"spec-{int(lmjd)}-{planid.strip()}_sp{int(spid):02d}-{int(fiberid):03d}.fits" + (".gz" if gz else "")
+
+
+def _read_meta(header: fits.Header, path: str, layout: str) -> dict[str, Any]:
+    meta: dict[str, Any] = {}
+    for key, kind in HEADER_FIELDS.items():
+        default = {str: "", int: -1, float: np.nan, bool: True}[kind]
+        meta[key.lower()] = header_value(header, key, path, kind, required=key in REQUIRED_FIELDS,
+                                         default=default)
+    for name, (old_key, new_key, kind) in RENAMED_FIELDS.items():
+        key = old_key if layout == "old" else new_key
+        meta[name] = header_value(header, key, path, kind, required=False,
+                                  default="" if kind is str else -1)
+    meta["mags"] = {k: float(header[k]) for k in MAG_KEYS["old"] + MAG_KEYS["new"] if k in header}
+    if "MAGTYPE" in header:
+        meta["magtype"] = str(header["MAGTYPE"]).strip()
+    if layout == "new":
+        meta["norm"] = header_value(header, "NORM", path, int, required=False, default=0)
+    return meta
+
+
+def _as_mask(values: np.ndarray, path: str, name: str) -> np.ndarray:
+    """LAMOST stores bitmasks as float32; return them as exact uint32 bit patterns."""
+    values = np.asarray(values)
+    finite = np.isfinite(values)
+    if not finite.all() or (values[finite] < 0).any() or (values != np.round(values)).any():
+        raise SurveyFileError(path, f"{name} holds values that are not bit patterns", code="bad_values")
+    return values.astype(np.uint32)
+
+
+def _read_old(hdul: fits.HDUList, path: str) -> Spectrum:
+    data = hdul[0].data
+    if data.shape[0] != 5:
+        raise SurveyFileError(path, f"old-layout primary image must have 5 rows "
+                              f"(flux, ivar, wavelength, andmask, ormask), found shape {data.shape}",
+                              code="wrong_format")
+    data = data.astype(np.float32, copy=False)
+    return Spectrum(
+        flux=np.ascontiguousarray(data[0]), ivar=np.ascontiguousarray(data[1]),
+        wavelength=np.ascontiguousarray(data[2]),
+        andmask=_as_mask(data[3], path, "andmask"), ormask=_as_mask(data[4], path, "ormask"),
+        meta=_read_meta(hdul[0].header, path, "old"), path=path, format="lamost-old",
+    )
+
+
+def _read_new(hdul: fits.HDUList, path: str) -> Spectrum:
+    coadd = hdul["COADD"]
+    if not isinstance(coadd, fits.BinTableHDU):
+        raise SurveyFileError(path, "HDU COADD is not a binary table", code="wrong_format")
+    names = {n.upper(): n for n in coadd.columns.names}
+    missing = [c for c in ARRAY_COLUMNS if c not in names]
+    if missing:
+        raise SurveyFileError(path, f"COADD table lacks column(s) {', '.join(missing)}", code="wrong_format")
+    if len(coadd.data) != 1:
+        raise SurveyFileError(path, f"COADD table must hold one row, found {len(coadd.data)}",
+                              code="wrong_format")
+    row = coadd.data[0]
+    cols = {c: np.asarray(row[names[c]]).astype(np.float32) for c in ARRAY_COLUMNS}
+    if len({a.shape for a in cols.values()}) != 1 or cols["FLUX"].ndim != 1:
+        raise SurveyFileError(path, "COADD array columns differ in length", code="wrong_format")
+    meta = _read_meta(hdul[0].header, path, "new")
+    normalization = None
+    if "NORMALIZATION" in names and meta["norm"] != 0:
+        normalization = np.asarray(row[names["NORMALIZATION"]]).astype(np.float32)
+    return Spectrum(
+        flux=cols["FLUX"], ivar=cols["IVAR"], wavelength=cols["WAVELENGTH"],
+        andmask=_as_mask(cols["ANDMASK"], path, "ANDMASK"),
+        ormask=_as_mask(cols["ORMASK"], path, "ORMASK"),
+        meta=meta, path=path, format="lamost-new", normalization=normalization,
+    )
+
+
+def read_lamost_spectrum(path: str | os.PathLike) -> Spectrum:
+    """Read one LAMOST LRS spectrum file of either layout.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        ``spec-*.fits`` or ``spec-*.fits.gz``.
+
+    Returns
+    -------
+    Spectrum
+        float32 flux, ivar and wavelength (vacuum A), uint32 and/or masks, and ``meta``
+        with the DATAMODELS.md header fields lower-cased (``obsid``, ``ra``, ``dec``,
+        ``coeff0``, ``coeff1``, ``z``, ``class``, ``snru`` ... ``snrz``, ...), plus
+        ``fibertype``/``fibermask`` (FIBERTYP/FIBERMAS or FIB_TYPE/FIB_MASK) and ``mags``
+        (keyword -> magnitude, MAG1..7 or MAG_PS_*). Absent optional keywords read as
+        "" / -1 / NaN.
+
+    Raises
+    ------
+    SurveyFileError
+        Missing, empty, truncated, non-FITS or corrupt file; a layout that is neither old
+        nor new; a required keyword (OBSID, RA, DEC, COEFF0, COEFF1) missing.
+    """
+    path = os.fspath(path)
+    with open_fits(path) as hdul:
+        primary = hdul[0]
+        if primary.header.get("NAXIS", 0) == 2:
+            return _read_old(hdul, path)
+        if "COADD" in hdul:
+            return _read_new(hdul, path)
+        raise SurveyFileError(path, "not a LAMOST LRS spectrum: neither a (5, n_pix) primary "
+                              "image nor a COADD table", code="wrong_format")
+
+
+def _header_for(spec: Spectrum, layout: str) -> fits.Header:
+    header = fits.Header()
+    meta = spec.meta
+    for key, kind in HEADER_FIELDS.items():
+        value = meta.get(key.lower())
+        if value is None or (kind is float and np.isnan(value)) or (kind is str and value == ""):
+            if key in REQUIRED_FIELDS:
+                raise ValueError(f"cannot write a LAMOST spectrum without {key}")
+            continue
+        header[key] = kind(value)
+    for name, (old_key, new_key, kind) in RENAMED_FIELDS.items():
+        value = meta.get(name)
+        if value not in (None, "", -1):
+            header[old_key if layout == "old" else new_key] = kind(value)
+    if meta.get("magtype"):
+        header["MAGTYPE"] = meta["magtype"]
+    for key, value in meta.get("mags", {}).items():
+        header[key] = float(value)
+    header["WFITTYPE"] = "LOG-LINEAR"
+    return header
+
+
+def write_lamost_spectrum(path: str | os.PathLike, spec: Spectrum, layout: str = "new",
+                          overwrite: bool = False, compresslevel: int = 6) -> str:
+    """Write a spectrum as a LAMOST LRS file in the real data model.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Destination; gzip-compressed when it ends in ``.gz`` (as the survey ships them).
+    spec : Spectrum
+        Arrays and ``meta`` as returned by :func:`read_lamost_spectrum`.
+    layout : {"new", "old"}
+        ``"new"``: DR8+ COADD table; ``"old"``: DR7 (5, n_pix) primary image.
+    overwrite : bool
+        Replace an existing file.
+    compresslevel : int
+        gzip level for ``.gz`` output.
+
+    Returns
+    -------
+    str
+        The path written.
+    """
+    path = os.fspath(path)
+    if layout not in ("new", "old"):
+        raise ValueError(f"layout must be 'new' or 'old', not {layout!r}")
+    if os.path.exists(path) and not overwrite:
+        raise FileExistsError(path)
+    header = _header_for(spec, layout)
+    arrays = [spec.flux, spec.ivar, spec.wavelength, spec.andmask, spec.ormask]
+    arrays = [np.asarray(a, dtype=np.float32) for a in arrays]
+    if layout == "old":
+        payload = fits.PrimaryHDU(np.stack(arrays), header=header)
+        payload.header["EXTNAME"] = "Flux"
+        blob = _hdul_bytes(fits.HDUList([payload]))
+    else:
+        norm = spec.normalization
+        header["NORM"] = 0 if norm is None else 1
+        norm = np.full_like(arrays[0], NORMALIZATION_FILL) if norm is None else np.asarray(norm, np.float32)
+        primary = _hdul_bytes(fits.HDUList([fits.PrimaryHDU(header=header)]))
+        blob = primary + _one_row_table_bytes(dict(zip(ARRAY_COLUMNS + ("NORMALIZATION",), arrays + [norm])),
+                                              "COADD")
+    tmp = f"{path}.part-{os.getpid()}"
+    if path.endswith(".gz"):
+        with gzip.open(tmp, "wb", compresslevel=compresslevel) as gz:
+            gz.write(blob)
+    else:
+        with open(tmp, "wb") as fh:
+            fh.write(blob)
+    os.replace(tmp, path)
+    return path
+
+
+def _hdul_bytes(hdul: fits.HDUList) -> bytes:
+    buffer = io.BytesIO()
+    hdul.writeto(buffer)
+    return buffer.getvalue()
+
+
+def _pad(block: bytes, fill: bytes) -> bytes:
+    return block + fill * (-len(block) % 2880)
+
+
+def _one_row_table_bytes(columns: dict[str, np.ndarray], extname: str) -> bytes:
+    """A FITS binary-table extension holding ONE row of float32 array columns.
+
+    Written directly (header cards + big-endian bytes): astropy's generic table writer
+    spends ~30 ms converting such a row, which dominates writing a mock release.
+    """
+    n = {a.shape[0] for a in columns.values()}
+    if len(n) != 1:
+        raise ValueError("array columns must have equal length")
+    n_pix = n.pop()
+    header = fits.Header([("XTENSION", "BINTABLE"), ("BITPIX", 8), ("NAXIS", 2),
+                          ("NAXIS1", 4 * n_pix * len(columns)), ("NAXIS2", 1), ("PCOUNT", 0),
+                          ("GCOUNT", 1), ("TFIELDS", len(columns))])
+    for k, name in enumerate(columns, start=1):
+        header[f"TTYPE{k}"] = name
+        header[f"TFORM{k}"] = f"{n_pix}E"
+    header["EXTNAME"] = extname
+    data = b"".join(np.asarray(a, dtype=">f4").tobytes() for a in columns.values())
+    return _pad(header.tostring().encode("ascii"), b" ") + _pad(data, b"\0")
+
+
+# ----------------------------------------------------------------------------- catalogue
+#: Column names and dtypes of the LRS general catalogue as returned by the reader.
+CATALOGUE_DTYPES: dict[str, str] = {
+    "obsid": "int64", "designation": "string", "obsdate": "string", "lmjd": "int32",
+    "mjd": "int32", "planid": "string", "spid": "int16", "fiberid": "int16",
+    "ra_obs": "float64", "dec_obs": "float64", "snru": "float32", "snrg": "float32",
+    "snrr": "float32", "snri": "float32", "snrz": "float32", "class": "string",
+    "subclass": "string", "z": "float64", "z_err": "float64", "ra": "float64",
+    "dec": "float64", "fibermask": "int32",
+}
+
+
+def _typed_catalogue(df: pd.DataFrame, path: str) -> pd.DataFrame:
+    df.columns = [str(c).strip().lower() for c in df.columns]
+    missing = [c for c in CATALOGUE_DTYPES if c not in df.columns]
+    if missing:
+        raise SurveyFileError(path, f"not a LAMOST LRS catalogue: column(s) {', '.join(missing)} missing",
+                              code="wrong_format")
+    for col, dtype in CATALOGUE_DTYPES.items():
+        series = df[col]
+        try:
+            if dtype == "string":
+                df[col] = series.astype("string").str.strip()
+            else:
+                if series.dtype == object or str(series.dtype).startswith("string"):
+                    series = pd.to_numeric(series.astype("string").str.strip(), errors="raise")
+                if "int" in dtype and series.isna().any():
+                    raise ValueError("missing values in an integer column")
+                df[col] = series.astype(dtype)
+        except (TypeError, ValueError) as exc:
+            raise SurveyFileError(path, f"catalogue column {col!r} is not {dtype} ({exc})",
+                                  code="bad_values") from exc
+    return df
+
+
+def read_lamost_catalogue(path: str | os.PathLike) -> pd.DataFrame:
+    """Read the LAMOST LRS general catalogue (FITS table or CSV) into pandas.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        ``.fits``/``.fits.gz`` (first table HDU) or ``.csv``/``.csv.gz``; the CSV
+        delimiter (``,`` or the ``|`` of older releases) is detected from the header line.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns of :data:`CATALOGUE_DTYPES` with those dtypes (lower-case names), plus any
+        further columns (magnitudes, ...) as read.
+
+    Raises
+    ------
+    SurveyFileError
+        Unreadable file, or a documented column missing or of the wrong type.
+    """
+    path = os.fspath(path)
+    name = path.lower()
+    if name.endswith((".fits", ".fits.gz", ".fit", ".fit.gz")):
+        with open_fits(path) as hdul:
+            tables = [h for h in hdul if isinstance(h, fits.BinTableHDU)]
+            if not tables:
+                raise SurveyFileError(path, "no binary table HDU in the catalogue", code="wrong_format")
+            table = Table(tables[0].data)
+            for col in table.colnames:  # FITS is big-endian; pandas wants native byte order
+                if table[col].dtype.byteorder == ">":
+                    table[col] = table[col].astype(table[col].dtype.newbyteorder("="))
+            df = table.to_pandas()
+        return _typed_catalogue(df, path)
+    if name.endswith((".csv", ".csv.gz")):
+        if not os.path.exists(path):
+            raise SurveyFileError(path, "file does not exist", code="missing")
+        opener = gzip.open if name.endswith(".gz") else open
+        try:
+            with opener(path, "rt") as fh:
+                first = fh.readline()
+            sep = "|" if first.count("|") > first.count(",") else ","
+            df = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_values=[""])
+        except (OSError, EOFError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+            raise SurveyFileError(path, f"unreadable CSV ({type(exc).__name__}: {exc})") from exc
+        return _typed_catalogue(df, path)
+    raise SurveyFileError(path, "catalogue must be .fits(.gz) or .csv(.gz)", code="wrong_format")
+
+
+def write_lamost_catalogue(df: pd.DataFrame, path: str | os.PathLike, overwrite: bool = False) -> str:
+    """Write an LRS general catalogue as FITS (``.fits``) or CSV (``.csv``), lower-case columns.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        At least the columns of :data:`CATALOGUE_DTYPES`.
+    path : str or os.PathLike
+        Destination; the format follows the extension.
+    overwrite : bool
+        Replace an existing file.
+    """
+    path = os.fspath(path)
+    if os.path.exists(path) and not overwrite:
+        raise FileExistsError(path)
+    df = _typed_catalogue(df.copy(), path)
+    if path.lower().endswith((".fits", ".fits.gz")):
+        table = Table.from_pandas(df.astype({c: object for c, t in CATALOGUE_DTYPES.items()
+                                             if t == "string"}))
+        table.write(path, format="fits", overwrite=True)
+    else:
+        df.to_csv(path, index=False)
+    return path

@@ -1,0 +1,60 @@
+"""Wavelength grids of survey spectrographs."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+__all__ = ["LogLinearGrid", "LAMOST_LRS_GRID"]
+
+
+@dataclass(frozen=True)
+class LogLinearGrid:
+    """A log-linear wavelength grid, ``lambda_i = 10**(coeff0 + coeff1 * i)`` (Angstrom).
+
+    Parameters
+    ----------
+    coeff0 : float
+        log10 wavelength of pixel 0 (LAMOST COEFF0, SDSS COEFF0 / loglam[0]).
+    coeff1 : float
+        log10 step per pixel (LAMOST COEFF1).
+    n_pix : int
+        Number of pixels.
+
+    Examples
+    --------
+    >>> grid = LogLinearGrid(3.5682, 1e-4, 3950)
+    >>> round(float(grid.wavelength()[0]), 2)
+    3699.99
+    >>> grid.offset_of(3.5683, 1e-4)
+    1
+    """
+
+    coeff0: float
+    coeff1: float
+    n_pix: int
+
+    def wavelength(self) -> np.ndarray:
+        """Pixel-centre wavelengths in Angstrom (float64)."""
+        return 10.0 ** (self.coeff0 + self.coeff1 * np.arange(self.n_pix))
+
+    def offset_of(self, coeff0: float, coeff1: float, tol_pix: float = 1e-3) -> int | None:
+        """Integer pixel offset of a spectrum starting at ``coeff0`` with step ``coeff1``.
+
+        Returns ``None`` when the spectrum does not sit on this grid: a different step,
+        or a start that falls between pixels by more than ``tol_pix``.
+        """
+        if abs(coeff1 - self.coeff1) > 1e-9 * abs(self.coeff1) + 1e-15:
+            return None
+        shift = (coeff0 - self.coeff0) / self.coeff1
+        offset = int(round(shift))
+        return offset if abs(shift - offset) <= tol_pix else None
+
+    def to_dict(self) -> dict:
+        """Plain-JSON form, as kept in the store's attributes."""
+        return asdict(self)
+
+
+#: The LAMOST LRS grid: COEFF0 = 3.5682, COEFF1 = 1e-4, 3700-9190 A; 3950 pixels leaves
+#: room for every released spectrum (3900-3909 pixels) and small start offsets.
+LAMOST_LRS_GRID = LogLinearGrid(coeff0=3.5682, coeff1=1e-4, n_pix=3950)
