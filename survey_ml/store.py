@@ -175,8 +175,9 @@ def discover_files(source: str | os.PathLike | Iterable[str | os.PathLike],
     ----------
     source : path or iterable of paths
         A directory (searched recursively for ``*.fits`` / ``*.fits.gz``), a LAMOST LRS
-        catalogue (``.csv``/``.csv.gz`` or a catalogue ``.fits`` table; its rows name the
-        files ``spec-{lmjd}-{planid}_sp{spid}-{fiberid}.fits.gz`` under ``data_root``), a
+        catalogue (``.csv``/``.csv.gz`` or a catalogue ``.fits`` table; each row names its
+        file by a ``file`` column relative to ``data_root`` if there is one, else as
+        ``spec-{lmjd}-{planid}_sp{spid}-{fiberid}.fits.gz`` directly under ``data_root``), a
         text file listing one path per line (``.txt``/``.lst``), or an iterable of paths.
     data_root : path, optional
         Where a catalogue's files live (default: the catalogue's directory).
@@ -197,8 +198,11 @@ def discover_files(source: str | os.PathLike | Iterable[str | os.PathLike],
         elif name.endswith((".csv", ".csv.gz")) or _is_catalogue_fits(src):
             root = Path(data_root) if data_root else src.parent
             cat = read_lamost_catalogue(src)
-            files = [root / lamost_filename(r.lmjd, r.planid, r.spid, r.fiberid)
-                     for r in cat.itertuples(index=False)]
+            if "file" in cat.columns:  # an explicit (relative) path per row wins
+                files = [root / str(f) for f in cat["file"]]
+            else:
+                files = [root / lamost_filename(r.lmjd, r.planid, r.spid, r.fiberid)
+                         for r in cat.itertuples(index=False)]
         else:
             files = [src]
     else:
@@ -276,7 +280,7 @@ def _ingest_block(paths: Sequence[str], first_row: int, zarr_path: str, grid_dic
             block["ormask"][i, sl] = spec.ormask
             record = _row_from(spec, path, first_row + i)
             record.update(pix0=pix0, n_good=int(((ivar > 0) & (andmask == 0)).sum()),
-                          status=status, message=message)
+                          status=status, message=f"{path}: {message}" if message else "")
         except SurveyFileError as exc:
             record = _row_from(spec, path, first_row + i)
             record.update(status=exc.code, message=str(exc))
@@ -360,9 +364,9 @@ def ingest(source, store: str | os.PathLike, release: str = "release", *, client
         Store directory (created if needed; appended to if it exists).
     release : str
         Release name; names the Zarr group ``<release>.zarr``.
-    client : distributed.Client, optional
-        Cluster to run on; default: the current client if one exists, else Dask's
-        local threaded scheduler.
+    client : distributed.Client or False, optional
+        Cluster to run on; default: the current client if one exists, else (and with
+        ``False``) Dask's threaded scheduler in this process.
     reader : str
         Key of :data:`READERS`.
     grid : LogLinearGrid
@@ -408,7 +412,7 @@ def ingest(source, store: str | os.PathLike, release: str = "release", *, client
             client = default_client()
         except ValueError:
             client = None
-    if client is not None:
+    if client:
         futures = client.compute(tasks)
         parts = []
         bar = _progress(len(futures), "ingest", progress)
@@ -417,7 +421,7 @@ def ingest(source, store: str | os.PathLike, release: str = "release", *, client
             bar.update(1)
         bar.close()
     else:
-        parts = list(dask.compute(*tasks))
+        parts = list(dask.compute(*tasks, scheduler="threads"))
     new_objects = pd.concat(parts).sort_values("row")
     combined = pd.concat([objects, new_objects], ignore_index=True) if len(objects) else new_objects.reset_index(drop=True)
     combined = _mark_duplicates(_typed_objects(combined))

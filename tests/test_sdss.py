@@ -1,7 +1,6 @@
 """SDSS spec-lite and MPA-JHU galSpec readers/writers (survey_ml.io.sdss)."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +11,6 @@ from astropy.io import fits
 from survey_ml.errors import SurveyFileError
 from survey_ml.io.sdss import read_galspec, read_sdss_spectrum, write_galspec, write_sdss_spectrum
 from survey_ml.io.spectrum import Spectrum
-
-_DEFAULT_REAL = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "real"
-REAL_LAMOST = Path(os.environ.get("SURVEY_ML_REAL_FIXTURES", _DEFAULT_REAL)) / "lamost"
 
 N_PIX = 3000
 
@@ -202,12 +198,10 @@ def test_wrong_structure(tmp_path, writer, expected):
     assert str(path) in str(info.value) and expected in str(info.value)
 
 
-@pytest.mark.skipif(not REAL_LAMOST.is_dir(),
-                    reason=f"real LAMOST fixtures not found in {REAL_LAMOST}")
 @pytest.mark.parametrize("name", ["spec-55859-F5902_sp01-001_dr7.fits.gz",
                                   "spec-55859-F5902_sp01-013_dr8.fits.gz"])
-def test_real_lamost_file_is_rejected(name):
-    path = REAL_LAMOST / name
+def test_real_lamost_file_is_rejected(real_fixtures, name):
+    path = real_fixtures / "lamost" / name
     with pytest.raises(SurveyFileError) as info:
         read_sdss_spectrum(path)
     assert info.value.code == "wrong_format"

@@ -78,6 +78,7 @@ def make_lamost_spectrum(rng: np.random.Generator, obsid: int, z: float, snr_r: 
         obsid, z, snr_r (requested), oh12, starforming, beta, d4000, ha_ew.
     """
     grid = LAMOST_LRS_GRID
+    z = round(float(z), 8)  # header precision of LAMOST's Z card
     wave = grid.wavelength()[:n_pix]
     rest = wave / (1.0 + z)
     beta = rng.normal(-1.0 if starforming else 0.5, 0.4)
@@ -107,11 +108,11 @@ def make_lamost_spectrum(rng: np.random.Generator, obsid: int, z: float, snr_r: 
     meta = {
         "filename": lamost_filename(lmjd, planid, spid, fiberid, gz=False), "obsid": int(obsid),
         "data_v": "survey_ml mock DR10", "lmjd": lmjd, "mjd": lmjd - 1, "planid": planid,
-        "spid": spid, "fiberid": fiberid, "ra": float(rng.uniform(0, 360)),
-        "dec": float(np.degrees(np.arcsin(rng.uniform(-0.2, 1.0)))), "desig": f"LAMOST MOCK{obsid:09d}",
+        "spid": spid, "fiberid": fiberid, "ra": round(float(rng.uniform(0, 360)), 6),
+        "dec": round(float(np.degrees(np.arcsin(rng.uniform(-0.2, 1.0)))), 6), "desig": f"LAMOST MOCK{obsid:09d}",
         "objtype": "galaxy", "helio_rv": 0.0, "vacuum": True, "coeff0": grid.coeff0,
         "coeff1": grid.coeff1, "class": "GALAXY", "subclass": "", "z": float(z),
-        "z_err": float(abs(rng.normal(0, 1e-4))), "zflag": "MOCK", "nexp": 3, "exptime": 5400.0,
+        "z_err": round(float(abs(rng.normal(0, 1e-4))), 8), "zflag": "MOCK", "nexp": 3, "exptime": 5400.0,
         **{f"snr{b}": round(v, 2) for b, v in snr.items()}, "fibertype": "Obj", "fibermask": 0, "mags": {},
     }
     meta["ra_obs"], meta["dec_obs"] = meta["ra"], meta["dec"]
@@ -153,7 +154,7 @@ def _write_block(root: str, first_obsid: int, n: int, seed: int, layout: str) ->
         path = os.path.join(root, name)
         write_lamost_spectrum(path, spec, layout=lay, overwrite=True, compresslevel=1)
         m = spec.meta
-        rows.append({**truth, "file": path, "layout": lay, "designation": m["desig"], "obsdate": "2017-09-01",
+        rows.append({**truth, "file": os.path.relpath(path, os.path.dirname(root)), "layout": lay, "designation": m["desig"], "obsdate": "2017-09-01",
                      "lmjd": m["lmjd"], "mjd": m["mjd"], "planid": m["planid"], "spid": m["spid"],
                      "fiberid": m["fiberid"], "ra_obs": m["ra"], "dec_obs": m["dec"],
                      **{f"snr{b}": m[f"snr{b}"] for b in BANDS}, "class": "GALAXY", "subclass": "",
@@ -162,7 +163,7 @@ def _write_block(root: str, first_obsid: int, n: int, seed: int, layout: str) ->
 
 
 def write_mock_release(out_dir: str | os.PathLike, n: int, seed: int = 0, layout: str = "mixed",
-                       client=None, block_size: int = 500) -> MockRelease:
+                       client=None, block_size: int = 500, first_obsid: int = 1_000_000) -> MockRelease:
     """Write ``n`` mock LAMOST LRS spectra, their LRS catalogue (CSV) and a truth table.
 
     Parameters
@@ -179,6 +180,8 @@ def write_mock_release(out_dir: str | os.PathLike, n: int, seed: int = 0, layout
         Write blocks in parallel on this cluster (else in this process).
     block_size : int
         Spectra per task.
+    first_obsid : int
+        OBSID of the first spectrum (the rest follow on); file names derive from it.
 
     Returns
     -------
@@ -187,7 +190,7 @@ def write_mock_release(out_dir: str | os.PathLike, n: int, seed: int = 0, layout
     root = Path(out_dir)
     spectra_dir = root / "spectra"
     spectra_dir.mkdir(parents=True, exist_ok=True)
-    blocks = [(str(spectra_dir), 1_000_000 + a, min(block_size, n - a), seed * 100_003 + a, layout)
+    blocks = [(str(spectra_dir), first_obsid + a, min(block_size, n - a), seed * 100_003 + a, layout)
               for a in range(0, n, block_size)]
     if client is not None:
         futures = [client.submit(_write_block, *b, pure=False) for b in blocks]
@@ -200,4 +203,4 @@ def write_mock_release(out_dir: str | os.PathLike, n: int, seed: int = 0, layout
     truth = root / "truth.parquet"
     table[["obsid", "file", "layout", "z", "snr_r", "oh12", "starforming", "beta", "d4000", "ha_ew"]].to_parquet(truth)
     return MockRelease(root=root, spectra_dir=spectra_dir, catalogue=catalogue, truth=truth,
-                       files=sorted(table["file"]))
+                       files=sorted(str(root / f) for f in table["file"]))

@@ -1,0 +1,132 @@
+"""The ``survey-ml`` command line."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+def _add_cluster_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--scheduler", default=None,
+                   help="address of a running Dask scheduler (default: $SURVEY_ML_SCHEDULER, "
+                        "else a LocalCluster on this machine)")
+    p.add_argument("--workers", type=int, default=None, help="LocalCluster workers (default: one per core)")
+    p.add_argument("--dashboard", default="127.0.0.1:8787",
+                   help="dashboard address of a LocalCluster (default 127.0.0.1:8787, localhost only)")
+
+
+def _connect(args: argparse.Namespace):
+    from .cluster import connect
+
+    return connect(args.scheduler, n_workers=args.workers, dashboard_address=args.dashboard)
+
+
+def store_summary(store: str | os.PathLike) -> str:
+    """A short human summary of a release store: rows, statuses, S/N, size on disk."""
+    from .store import open_release
+
+    release = open_release(store)
+    obj = release.objects
+    lines = [f"release {release.name} at {release.path}: {len(obj)} rows, grid "
+             f"{release.grid.n_pix} px from {release.wavelength()[0]:.1f} A, chunks of {release.chunk_rows} rows"]
+    for status, count in obj["status"].value_counts().sort_index().items():
+        lines.append(f"  {status:<14s} {count:8d}")
+    ok = obj[obj["status"] == "ok"]
+    if len(ok):
+        q = ok["snrr"].quantile([0.1, 0.5, 0.9]).round(1).tolist()
+        lines.append(f"  S/N_r of ok rows: 10% {q[0]}, median {q[1]}, 90% {q[2]}")
+    size = sum(f.stat().st_size for f in Path(store).rglob("*") if f.is_file())
+    raw = len(obj) * release.grid.n_pix * 16
+    lines.append(f"  on disk {size / 2**20:.1f} MiB (arrays {raw / 2**20:.1f} MiB uncompressed)")
+    bad = obj[~obj["status"].isin(["ok", "masked_values"])]
+    for msg in bad["message"].head(5):
+        lines.append(f"  flagged: {msg}")
+    if len(bad) > 5:
+        lines.append(f"  ... {len(bad) - 5} more flagged rows in objects.parquet (status != ok)")
+    return "\n".join(lines)
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from .store import ingest
+
+    client = _connect(args)
+    try:
+        report = ingest(args.source, args.store, args.release, client=client, reader=args.reader,
+                        chunk_rows=args.chunk_rows, data_root=args.data_root, progress=True)
+    finally:
+        client.close()
+    print(report.summary())
+    print(store_summary(args.store))
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    print(store_summary(args.store))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Write a small mock LAMOST release, ingest it on a local Dask cluster, summarise."""
+    from .simulate import DEFECTS, inject_defect, write_mock_release
+    from .store import ingest
+
+    out = Path(args.out)
+    client = _connect(args)
+    try:
+        t0 = time.perf_counter()
+        mock = write_mock_release(out / "mock_dr10", args.n, seed=args.seed, client=client)
+        # A real release has bad files; show that they are flagged, not fatal.
+        for path, defect in zip(mock.files[:: max(1, args.n // len(DEFECTS))], DEFECTS):
+            inject_defect(path, defect)
+        print(f"wrote {args.n} mock LAMOST LRS spectra to {mock.spectra_dir} in {time.perf_counter() - t0:.1f} s "
+              f"(with {len(DEFECTS)} deliberately damaged files)")
+        report = ingest(mock.catalogue, out / "dr10", "dr10", client=client, progress=True)
+    finally:
+        client.close()
+    print(report.summary())
+    print(store_summary(out / "dr10"))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="survey-ml", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"survey_ml {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("ingest", help="survey files -> <release>.zarr + objects.parquet")
+    p.add_argument("source", help="directory of spectra, LRS catalogue (.csv/.fits), file list (.txt) or one file")
+    p.add_argument("--store", required=True, help="release store directory (created or appended to)")
+    p.add_argument("--release", default="dr10", help="release name (default dr10)")
+    p.add_argument("--reader", default="lamost", choices=["lamost", "sdss"])
+    p.add_argument("--chunk-rows", type=int, default=1024, help="rows per Zarr chunk / task (new stores)")
+    p.add_argument("--data-root", default=None, help="where a catalogue's spectra live (default: its folder)")
+    _add_cluster_args(p)
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("info", help="summarise a release store")
+    p.add_argument("store")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("demo", help="mock LAMOST release -> ingest on a local Dask cluster -> summary")
+    p.add_argument("--n", type=int, default=2000, help="number of mock spectra (default 2000)")
+    p.add_argument("--out", default="survey_ml_demo", help="output directory (default ./survey_ml_demo)")
+    p.add_argument("--seed", type=int, default=0)
+    _add_cluster_args(p)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``survey-ml`` console script."""
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,179 @@
+"""Ingest on a real LocalCluster: ~2,000 mock LAMOST files with ~1% deliberately broken."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import zarr
+
+from survey_ml.io.lamost import read_lamost_spectrum
+from survey_ml.quality import MASK_NODATA, MASK_NONFINITE
+from survey_ml.simulate import DEFECTS, inject_defect, write_mock_release
+from survey_ml.store import discover_files, ingest, open_release
+
+N_FILES = 2000
+CHUNK_ROWS = 256
+
+
+@pytest.fixture(scope="module")
+def broken_release(tmp_path_factory, client):
+    """A mock release with 4 files of each defect, plus 4 duplicated obsids (~1.2% bad)."""
+    root = tmp_path_factory.mktemp("release")
+    mock = write_mock_release(root / "mock", N_FILES, seed=7, client=client)
+    rng = np.random.default_rng(0)
+    picks = iter(rng.permutation(len(mock.files)))
+    expected: dict[str, str] = {}
+    for defect in DEFECTS:
+        for _ in range(4):
+            path = mock.files[next(picks)]
+            expected[path] = inject_defect(path, defect)
+    duplicates = {}
+    for _ in range(4):  # the same observation delivered twice under another name
+        src = Path(mock.files[next(picks)])
+        while str(src) in expected:
+            src = Path(mock.files[next(picks)])
+        copy = src.with_name(src.name.replace(".fits.gz", "-copy.fits.gz"))
+        shutil.copy(src, copy)
+        duplicates[str(copy)] = str(src)
+    return mock, expected, duplicates
+
+
+@pytest.fixture(scope="module")
+def ingested(broken_release, tmp_path_factory, client):
+    mock, _, _ = broken_release
+    store = tmp_path_factory.mktemp("store") / "dr10"
+    report = ingest(mock.spectra_dir, store, "dr10", client=client, chunk_rows=CHUNK_ROWS)
+    return store, report
+
+
+def test_every_file_has_a_row(broken_release, ingested):
+    mock, expected, duplicates = broken_release
+    store, report = ingested
+    objects = open_release(store).objects
+    assert report.n_new == N_FILES + len(duplicates) == len(objects)
+    assert objects["row"].tolist() == list(range(len(objects)))
+    assert set(objects["file"]) == set(mock.files) | set(duplicates)
+    assert objects["file"].is_unique
+
+
+def test_bad_files_are_flagged_with_a_message_naming_them(broken_release, ingested):
+    _, expected, duplicates = broken_release
+    objects = open_release(ingested[0]).objects.set_index("file")
+    for path, status in expected.items():
+        row = objects.loc[path]
+        assert row["status"] == status, (path, row["message"])
+        assert row["message"].startswith(path), row["message"]
+    assert "gzip" in objects.loc[[p for p, s in expected.items() if s == "truncated"], "message"].iloc[0]
+    for copy, original in duplicates.items():
+        # The earlier row (sorted path order) wins; the later one names it.
+        first, later = sorted([copy, original], key=lambda p: objects.loc[p, "row"])
+        assert objects.loc[first, "status"] == "ok"
+        assert objects.loc[later, "status"] == "duplicate"
+        assert objects.loc[later, "message"].startswith(later) and first in objects.loc[later, "message"]
+    n_bad = sum(s != "masked_values" for s in expected.values()) + len(duplicates)
+    assert (~objects["status"].isin(["ok", "masked_values"])).sum() == n_bad
+
+
+def test_good_spectra_are_bit_identical_in_zarr(broken_release, ingested):
+    store, _ = ingested
+    release = open_release(store)
+    objects = release.objects
+    group = zarr.open_group(str(release.zarr_path), mode="r")
+    flux, ivar = group["spectra/flux"][:], group["spectra/ivar"][:]
+    mask, ormask = group["spectra/mask"][:], group["spectra/ormask"][:]
+    ok = objects[objects["status"].isin(["ok", "duplicate"])]
+    assert len(ok) > 0.98 * N_FILES
+    for r in ok.itertuples():
+        spec = read_lamost_spectrum(r.file)
+        sl = slice(r.pix0, r.pix0 + r.n_pix)
+        assert np.array_equal(flux[r.row, sl], spec.flux)
+        assert np.array_equal(ivar[r.row, sl], spec.ivar)
+        assert np.array_equal(mask[r.row, sl], spec.andmask)
+        assert np.array_equal(ormask[r.row, sl], spec.ormask)
+        assert (mask[r.row, r.pix0 + r.n_pix:] == MASK_NODATA).all() and (ivar[r.row, r.pix0 + r.n_pix:] == 0).all()
+    masked = objects[objects["status"] == "masked_values"]
+    for r in masked.itertuples():  # inf pixels cleaned and flagged, the rest intact
+        row_mask = mask[r.row, r.pix0: r.pix0 + r.n_pix]
+        assert (row_mask & MASK_NONFINITE).sum() > 0
+        row_ivar = ivar[r.row, r.pix0: r.pix0 + r.n_pix]
+        assert np.isfinite(flux[r.row]).all() and (row_ivar[(row_mask & MASK_NONFINITE) > 0] == 0).all()
+    # Unreadable files occupy a row with no information at all.
+    for r in objects[objects["status"].isin(["truncated", "unreadable"])].itertuples():
+        assert (ivar[r.row] == 0).all() and (mask[r.row] == MASK_NODATA).all()
+
+
+def test_row_table_fields(broken_release, ingested):
+    mock, _, _ = broken_release
+    objects = open_release(ingested[0]).objects
+    truth = pd.read_parquet(mock.truth)
+    merged = objects[objects["status"] == "ok"].merge(truth, on="obsid")
+    assert len(merged) > 0.97 * N_FILES
+    assert np.allclose(merged["z_x"], merged["z_y"])
+    assert set(merged["format"]) == {"lamost-old", "lamost-new"}
+    assert (merged["n_pix"] == 3909).all() and (merged["pix0"] == 0).all()
+    assert str(objects["obsid"].dtype) == "int64" and str(objects["snrr"].dtype) == "float32"
+
+
+def test_dask_arrays_follow_zarr_chunks(ingested):
+    release = open_release(ingested[0])
+    flux = release.array("flux")
+    assert flux.shape == (release.n_rows, release.grid.n_pix)
+    assert flux.chunks[0][0] == CHUNK_ROWS
+    assert np.isfinite(flux.sum().compute())
+
+
+def test_reingest_is_idempotent(broken_release, ingested, client, tmp_path):
+    mock, _, _ = broken_release
+    store = tmp_path / "dr10"
+    shutil.copytree(ingested[0], store)
+    before = open_release(store).objects
+    flux_before = zarr.open_array(str(store / "dr10.zarr" / "spectra" / "flux"), mode="r")[:]
+    again = ingest(mock.spectra_dir, store, "dr10", client=client)
+    assert again.n_new == 0 and again.n_rows == len(before)
+    pd.testing.assert_frame_equal(open_release(store).objects, before)
+    assert np.array_equal(zarr.open_array(str(store / "dr10.zarr" / "spectra" / "flux"), mode="r")[:], flux_before)
+
+
+def test_added_files_are_appended_alone(client, tmp_path):
+    first = write_mock_release(tmp_path / "mock", 50, seed=11)
+    store = tmp_path / "dr10"
+    ingest(first.spectra_dir, store, "dr10", client=client, chunk_rows=16)  # 50 rows: chunk 3 half full
+    before = open_release(store).objects
+    flux_before = zarr.open_array(str(store / "dr10.zarr" / "spectra" / "flux"), mode="r")[:]
+    # 30 new files arrive in the same directory (new obsids, new names).
+    write_mock_release(tmp_path / "mock", 30, seed=12, first_obsid=2_000_000)
+    # A crashed earlier run may have grown the arrays without committing rows.
+    for name in ("flux", "ivar", "mask", "ormask"):
+        arr = zarr.open_array(str(store / "dr10.zarr" / "spectra" / name), mode="r+")
+        arr.resize((len(before) + 100, arr.shape[1]))
+    report = ingest(first.spectra_dir, store, "dr10", client=client)
+    after = open_release(store).objects
+    assert report.n_inputs == 80 and report.n_new == 30 and report.status_counts == {"ok": 30}
+    pd.testing.assert_frame_equal(after.iloc[:50], before)
+    assert after["row"].tolist() == list(range(80)) and after["obsid"].is_unique
+    flux = zarr.open_array(str(store / "dr10.zarr" / "spectra" / "flux"), mode="r")[:]
+    assert flux.shape[0] == 80
+    assert np.array_equal(flux[:50], flux_before[:50])  # old rows untouched, incl. the shared chunk
+    for r in after.iloc[50:].itertuples():
+        assert np.array_equal(flux[r.row, :3909], read_lamost_spectrum(r.file).flux)
+
+
+def test_ingest_from_catalogue_flags_missing_files(client, tmp_path):
+    mock = write_mock_release(tmp_path / "mock", 40, seed=3)
+    gone = Path(mock.files[5])
+    gone.unlink()
+    report = ingest(mock.catalogue, tmp_path / "store", "dr10", client=client, chunk_rows=16)
+    objects = open_release(tmp_path / "store").objects
+    assert report.n_new == 40 and report.status_counts == {"ok": 39, "missing": 1}
+    row = objects.set_index("file").loc[str(gone)]
+    assert row["status"] == "missing" and "does not exist" in row["message"]
+    assert discover_files(mock.catalogue) == sorted(mock.files)
+
+
+def test_ingest_without_a_cluster_uses_local_scheduler(tmp_path):
+    mock = write_mock_release(tmp_path / "mock", 12, seed=5, layout="old")
+    report = ingest([*mock.files, str(tmp_path / "absent.fits")], tmp_path / "s", "dr7", client=False)
+    assert report.status_counts == {"ok": 12, "missing": 1}
