@@ -53,7 +53,7 @@ def connect(scheduler: str | None = None, *, n_workers: int | None = None,
         cluster = LocalCluster(n_workers=n_workers or os.cpu_count() or 1,
                                threads_per_worker=threads_per_worker, processes=processes,
                                memory_limit=memory_limit, dashboard_address=dashboard_address,
-                               host="127.0.0.1")
+                               host="127.0.0.1", protocol="tcp://")
         client = Client(cluster)
         client._survey_ml_owns_cluster = True  # noqa: SLF001 - closed with the client
     if not quiet:

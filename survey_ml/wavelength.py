@@ -2,10 +2,18 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 
 import numpy as np
 
 __all__ = ["LogLinearGrid", "LAMOST_LRS_GRID"]
+
+
+@lru_cache(maxsize=16)
+def _wavelength(coeff0: float, coeff1: float, n_pix: int) -> np.ndarray:
+    wave = 10.0 ** (coeff0 + coeff1 * np.arange(n_pix))
+    wave.flags.writeable = False  # shared by every caller
+    return wave
 
 
 @dataclass(frozen=True)
@@ -35,8 +43,8 @@ class LogLinearGrid:
     n_pix: int
 
     def wavelength(self) -> np.ndarray:
-        """Pixel-centre wavelengths in Angstrom (float64)."""
-        return 10.0 ** (self.coeff0 + self.coeff1 * np.arange(self.n_pix))
+        """Pixel-centre wavelengths in Angstrom (float64, read-only, computed once per grid)."""
+        return _wavelength(self.coeff0, self.coeff1, self.n_pix)
 
     def offset_of(self, coeff0: float, coeff1: float, tol_pix: float = 1e-3) -> int | None:
         """Integer pixel offset of a spectrum starting at ``coeff0`` with step ``coeff1``.

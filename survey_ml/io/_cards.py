@@ -1,0 +1,131 @@
+"""A minimal, strict FITS header and fixed-layout data parser for the ingest hot path.
+
+astropy parses each header card through its configuration system and builds Column
+objects per table; for a ~3,900-pixel LAMOST spectrum that is ~4 ms of a ~5 ms read.
+This module handles only the simple, fully specified layouts survey spectra use
+(a primary float32 image; a one-row binary table of fixed-length ``nE`` columns) and
+raises :class:`Unsupported` for anything else, so callers fall back to astropy, which
+then also produces the error message for a genuinely bad file.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+__all__ = ["Unsupported", "parse_header", "image_f32", "one_row_f32_table"]
+
+BLOCK = 2880
+CARD = 80
+
+
+class Unsupported(Exception):
+    """The bytes are not in the narrow layout this parser accepts (use astropy)."""
+
+
+def _value(text: str) -> Any:
+    """Value field of a card (columns 11-80) per the FITS standard, section 4.2."""
+    text = text.lstrip()
+    if not text:
+        return None
+    if text[0] == "'":
+        out, i = [], 1
+        while True:
+            j = text.find("'", i)
+            if j < 0:
+                raise Unsupported("unterminated string")
+            out.append(text[i:j])
+            if text[j + 1: j + 2] == "'":  # '' is an escaped quote
+                out.append("'")
+                i = j + 2
+                continue
+            return "".join(out).rstrip()
+    raw = text.split("/", 1)[0].strip()
+    if raw == "T":
+        return True
+    if raw == "F":
+        return False
+    if not raw:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        pass
+    try:
+        return float(raw.replace("D", "E"))
+    except ValueError as exc:
+        raise Unsupported(f"cannot parse value {raw!r}") from exc
+
+
+def parse_header(raw: bytes, start: int) -> tuple[dict[str, Any], int]:
+    """Keyword -> value for the header beginning at byte ``start``; also the data offset.
+
+    COMMENT, HISTORY, blank and non-value cards are skipped; a repeated keyword keeps
+    its first value (as astropy's ``header[key]`` does).
+    """
+    cards: dict[str, Any] = {}
+    pos = start
+    while True:
+        if pos + BLOCK > len(raw):
+            raise Unsupported("header runs past the end of the data")
+        block = raw[pos: pos + BLOCK].decode("ascii", errors="strict")
+        pos += BLOCK
+        for i in range(0, BLOCK, CARD):
+            card = block[i: i + CARD]
+            key = card[:8].rstrip()
+            if key == "END":
+                return cards, pos
+            if card[8:10] == "= " and key and key not in cards:
+                cards[key] = _value(card[10:])
+
+
+def _padded(n_bytes: int) -> int:
+    return -(-n_bytes // BLOCK) * BLOCK
+
+
+def image_f32(raw: bytes, header: dict[str, Any], offset: int) -> np.ndarray:
+    """The primary float32 image (NAXIS2, NAXIS1) that starts at ``offset``."""
+    if header.get("BITPIX") != -32 or header.get("NAXIS") != 2:
+        raise Unsupported("not a 2-D float32 image")
+    if header.get("BSCALE", 1) != 1 or header.get("BZERO", 0) != 0:
+        raise Unsupported("scaled image")
+    shape = (int(header["NAXIS2"]), int(header["NAXIS1"]))
+    count = shape[0] * shape[1]
+    if offset + 4 * count > len(raw):
+        raise Unsupported("image runs past the end of the data")
+    return np.frombuffer(raw, dtype=">f4", count=count, offset=offset).reshape(shape).astype(np.float32)
+
+
+def one_row_f32_table(raw: bytes, offset: int, extname: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The first extension after ``offset``: a one-row BINTABLE of ``nE`` columns named ``extname``."""
+    header, data_start = parse_header(raw, offset)
+    if header.get("XTENSION") != "BINTABLE" or str(header.get("EXTNAME", "")).strip() != extname:
+        raise Unsupported(f"first extension is not BINTABLE {extname}")
+    if header.get("NAXIS2") != 1 or header.get("PCOUNT", 0) != 0 or header.get("GCOUNT", 1) != 1:
+        raise Unsupported("not a single fixed-size row")
+    columns: dict[str, np.ndarray] = {}
+    pos = data_start
+    for k in range(1, int(header.get("TFIELDS", 0)) + 1):
+        form = str(header.get(f"TFORM{k}", "")).strip()
+        if not form.endswith("E") or not form[:-1].isdigit() or f"TSCAL{k}" in header or f"TZERO{k}" in header:
+            raise Unsupported(f"column {k} has format {form!r}")
+        n = int(form[:-1])
+        if pos + 4 * n > len(raw):
+            raise Unsupported("table runs past the end of the data")
+        columns[str(header.get(f"TTYPE{k}", f"COL{k}")).strip()] = (
+            np.frombuffer(raw, dtype=">f4", count=n, offset=pos).astype(np.float32))
+        pos += 4 * n
+    if pos - data_start != header.get("NAXIS1"):
+        raise Unsupported("row length disagrees with NAXIS1")
+    return header, columns
+
+
+def hdu_after(header: dict[str, Any], data_start: int) -> int:
+    """Byte offset of the HDU following a primary HDU whose data start at ``data_start``."""
+    naxis = int(header.get("NAXIS", 0))
+    n = 0
+    if naxis:
+        n = abs(int(header.get("BITPIX", 8))) // 8
+        for i in range(1, naxis + 1):
+            n *= int(header.get(f"NAXIS{i}", 0))
+    return data_start + _padded(n)
