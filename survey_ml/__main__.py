@@ -1,0 +1,7 @@
+"""``python -m survey_ml``: the same as the ``survey-ml`` command."""
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())
