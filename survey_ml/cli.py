@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -75,6 +76,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .store import ingest
 
     out = Path(args.out)
+    for previous in (out / "mock_dr10", out / "dr10"):  # a demo starts from scratch
+        shutil.rmtree(previous, ignore_errors=True)
     client = _connect(args)
     try:
         t0 = time.perf_counter()
