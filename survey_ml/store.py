@@ -41,13 +41,15 @@ from .io.lamost import lamost_filename, read_lamost_catalogue, read_lamost_spect
 from .io.sdss import read_sdss_spectrum
 from .io.spectrum import Spectrum
 from .quality import MASK_NODATA, USABLE_STATUSES, assess_spectrum
-from .wavelength import LAMOST_LRS_GRID, LogLinearGrid
+from .wavelength import LAMOST_LRS_GRID, SDSS_GRID, LogLinearGrid
 
 __all__ = ["ingest", "open_release", "Release", "IngestReport", "discover_files", "READERS",
            "OBJECT_COLUMNS"]
 
 #: Spectrum readers by name, as a release spec names them.
 READERS: dict[str, Callable[[str], Spectrum]] = {"lamost": read_lamost_spectrum, "sdss": read_sdss_spectrum}
+#: The release grid each reader's spectra are stored on, unless ingest is given another.
+GRIDS: dict[str, LogLinearGrid] = {"lamost": LAMOST_LRS_GRID, "sdss": SDSS_GRID}
 
 ARRAYS = {"flux": "float32", "ivar": "float32", "mask": "uint32", "ormask": "uint32"}
 SPECTRUM_SUFFIXES = (".fits", ".fits.gz", ".fit", ".fit.gz")
@@ -244,7 +246,7 @@ def _place_on_grid(spec: Spectrum, grid: LogLinearGrid) -> int:
     if coeff0 is None or coeff1 is None or not np.isfinite([coeff0, coeff1]).all():
         wave = np.asarray(spec.wavelength, dtype=np.float64)
         coeff0, coeff1 = np.log10(wave[0]), np.log10(wave[-1] / wave[0]) / (spec.n_pix - 1)
-    pix0 = grid.offset_of(coeff0, coeff1)
+    pix0 = grid.offset_of(coeff0, coeff1, spec.n_pix)
     if pix0 is None or pix0 < 0 or pix0 + spec.n_pix > grid.n_pix:
         raise SurveyFileError(spec.path, f"pixels (COEFF0={coeff0}, COEFF1={coeff1}, n_pix={spec.n_pix}) "
                               f"do not fit the release grid {grid}", code="off_grid")
@@ -354,7 +356,7 @@ class IngestReport:
 
 
 def ingest(source, store: str | os.PathLike, release: str = "release", *, client=None,
-           reader: str = "lamost", grid: LogLinearGrid = LAMOST_LRS_GRID, chunk_rows: int = 1024,
+           reader: str = "lamost", grid: LogLinearGrid | None = None, chunk_rows: int = 1024,
            data_root: str | os.PathLike | None = None, progress: bool = False) -> IngestReport:
     """Ingest survey spectrum files into a release store, in parallel on a Dask cluster.
 
@@ -372,8 +374,9 @@ def ingest(source, store: str | os.PathLike, release: str = "release", *, client
         ``dask.config.set(scheduler=...)`` says otherwise).
     reader : str
         Key of :data:`READERS`.
-    grid : LogLinearGrid
-        Common pixel grid (ignored when appending: the store's own grid is used).
+    grid : LogLinearGrid, optional
+        Common pixel grid (default: the reader's, :data:`GRIDS`; ignored when appending:
+        the store's own grid is used).
     chunk_rows : int
         Rows per Zarr chunk = per ingest task (ignored when appending).
     data_root : path, optional
@@ -396,6 +399,7 @@ def ingest(source, store: str | os.PathLike, release: str = "release", *, client
         objects = existing.objects
     else:
         objects = _empty_objects()
+        grid = grid or GRIDS[reader]
     _create_store(path, release, grid, chunk_rows, reader)
     files = discover_files(source, data_root=data_root)
     known = set(objects["file"].astype(str))

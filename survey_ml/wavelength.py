@@ -6,7 +6,7 @@ from functools import lru_cache
 
 import numpy as np
 
-__all__ = ["LogLinearGrid", "LAMOST_LRS_GRID"]
+__all__ = ["LogLinearGrid", "LAMOST_LRS_GRID", "SDSS_GRID"]
 
 
 @lru_cache(maxsize=16)
@@ -46,17 +46,18 @@ class LogLinearGrid:
         """Pixel-centre wavelengths in Angstrom (float64, read-only, computed once per grid)."""
         return _wavelength(self.coeff0, self.coeff1, self.n_pix)
 
-    def offset_of(self, coeff0: float, coeff1: float, tol_pix: float = 1e-3) -> int | None:
-        """Integer pixel offset of a spectrum starting at ``coeff0`` with step ``coeff1``.
+    def offset_of(self, coeff0: float, coeff1: float, n_pix: int = 1, tol_pix: float = 0.01) -> int | None:
+        """Integer pixel offset of a spectrum of ``n_pix`` pixels from ``coeff0`` in steps ``coeff1``.
 
-        Returns ``None`` when the spectrum does not sit on this grid: a different step,
-        or a start that falls between pixels by more than ``tol_pix``.
+        Returns ``None`` when the spectrum does not sit on this grid: its first pixel
+        falls between grid pixels, or its step drifts from the grid's, by more than
+        ``tol_pix`` of a pixel (steps derived from float32 log-wavelengths are only good
+        to ~1e-7 relative, so the drift, not the step, is what is compared).
         """
-        if abs(coeff1 - self.coeff1) > 1e-9 * abs(self.coeff1) + 1e-15:
-            return None
+        drift = abs(coeff1 - self.coeff1) / self.coeff1 * max(n_pix - 1, 0)
         shift = (coeff0 - self.coeff0) / self.coeff1
         offset = int(round(shift))
-        return offset if abs(shift - offset) <= tol_pix else None
+        return offset if drift <= tol_pix and abs(shift - offset) <= tol_pix else None
 
     def to_dict(self) -> dict:
         """Plain-JSON form, as kept in the store's attributes."""
@@ -66,3 +67,7 @@ class LogLinearGrid:
 #: The LAMOST LRS grid: COEFF0 = 3.5682, COEFF1 = 1e-4, 3700-9190 A; 3950 pixels leaves
 #: room for every released spectrum (3900-3909 pixels) and small start offsets.
 LAMOST_LRS_GRID = LogLinearGrid(coeff0=3.5682, coeff1=1e-4, n_pix=3950)
+
+#: The SDSS/BOSS co-add grid: log10 wavelengths on integer multiples of 1e-4 (3162-11220 A)
+#: so that every spec-lite file (3.5523 <= loglam[0] for BOSS, 3.5798 for SDSS-I/II) sits on it.
+SDSS_GRID = LogLinearGrid(coeff0=3.5000, coeff1=1e-4, n_pix=5500)

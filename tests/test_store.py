@@ -177,3 +177,25 @@ def test_ingest_without_a_cluster_uses_local_scheduler(tmp_path):
     mock = write_mock_release(tmp_path / "mock", 12, seed=5, layout="old")
     report = ingest([*mock.files, str(tmp_path / "absent.fits")], tmp_path / "s", "dr7", client=False)
     assert report.status_counts == {"ok": 12, "missing": 1}
+
+
+def test_sdss_spectra_ingest_onto_the_sdss_grid(client, tmp_path):
+    from survey_ml.io.sdss import read_sdss_spectrum, write_sdss_spectrum
+    from survey_ml.io.spectrum import Spectrum
+
+    rng = np.random.default_rng(5)
+    for k, (start, n) in enumerate([(3.5523, 4600), (3.5798, 3840), (3.5801, 3850)]):
+        loglam = np.float32(start) + np.float32(1e-4) * np.arange(n, dtype=np.float32)
+        spec = Spectrum(flux=rng.normal(5, 1, n).astype(np.float32), ivar=np.ones(n, np.float32),
+                        wavelength=10.0 ** loglam.astype(np.float64), andmask=np.zeros(n, np.uint32),
+                        ormask=np.zeros(n, np.uint32),
+                        meta={"plate": 1000 + k, "mjd": 52000, "fiberid": 7, "ra": 10.0, "dec": 1.0,
+                              "z": 0.1, "class": "GALAXY"})
+        write_sdss_spectrum(tmp_path / f"spec-{1000 + k:04d}-52000-0007.fits", spec)
+    report = ingest(tmp_path, tmp_path / "store", "sdss", reader="sdss", client=client)
+    release = open_release(tmp_path / "store")
+    assert report.status_counts == {"ok": 3} and release.grid.coeff0 == 3.5
+    flux = release.array("flux").compute()
+    for r in release.objects.itertuples():
+        assert r.pix0 == {1000: 523, 1001: 798, 1002: 801}[int(Path(r.file).name[5:9])]
+        assert np.array_equal(flux[r.row, r.pix0: r.pix0 + r.n_pix], read_sdss_spectrum(r.file).flux)
