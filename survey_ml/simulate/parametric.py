@@ -20,16 +20,13 @@ import pandas as pd
 from ..io.lamost import lamost_filename, write_lamost_catalogue, write_lamost_spectrum
 from ..io.spectrum import Spectrum
 from ..wavelength import LAMOST_LRS_GRID
+from .observe import BANDS, lamost_meta
 
-__all__ = ["make_lamost_spectrum", "write_mock_release", "MockRelease", "BANDS"]
+__all__ = ["make_lamost_spectrum", "write_mock_release", "MockRelease"]
 
 C_KMS = 299_792.458
 LAMOST_R = 1800.0
 LAMOST_N_PIX = 3909
-
-#: Observed-frame band windows (Angstrom) used for SNRU..SNRZ, as LAMOST quotes them.
-BANDS = {"u": (3700.0, 4000.0), "g": (4000.0, 5500.0), "r": (5500.0, 6900.0),
-         "i": (6900.0, 8200.0), "z": (8200.0, 9100.0)}
 
 #: Rest-frame vacuum wavelengths (A) of the nebular lines drawn.
 LINES = {"OII3727": 3728.48, "Hb": 4862.68, "OIII4959": 4960.30, "OIII5007": 5008.24,
@@ -103,19 +100,8 @@ def make_lamost_spectrum(rng: np.random.Generator, obsid: int, z: float, snr_r: 
     ivar = (1.0 / sigma**2).astype(np.float32)
     snr = {b: float(np.median(np.abs(flux[(wave >= lo) & (wave < hi)]) / sigma[(wave >= lo) & (wave < hi)]))
            if ((wave >= lo) & (wave < hi)).any() else 0.0 for b, (lo, hi) in BANDS.items()}
-    planid, spid, fiberid = f"MOCK{obsid // 4000:05d}", 1 + (obsid // 250) % 16, 1 + obsid % 250
-    lmjd = 58000 + obsid // 4000
-    meta = {
-        "filename": lamost_filename(lmjd, planid, spid, fiberid, gz=False), "obsid": int(obsid),
-        "data_v": "survey_ml mock DR10", "lmjd": lmjd, "mjd": lmjd - 1, "planid": planid,
-        "spid": spid, "fiberid": fiberid, "ra": round(float(rng.uniform(0, 360)), 6),
-        "dec": round(float(np.degrees(np.arcsin(rng.uniform(-0.2, 1.0)))), 6), "desig": f"LAMOST MOCK{obsid:09d}",
-        "objtype": "galaxy", "helio_rv": 0.0, "vacuum": True, "coeff0": grid.coeff0,
-        "coeff1": grid.coeff1, "class": "GALAXY", "subclass": "", "z": float(z),
-        "z_err": round(float(abs(rng.normal(0, 1e-4))), 8), "zflag": "MOCK", "nexp": 3, "exptime": 5400.0,
-        **{f"snr{b}": round(v, 2) for b, v in snr.items()}, "fibertype": "Obj", "fibermask": 0, "mags": {},
-    }
-    meta["ra_obs"], meta["dec_obs"] = meta["ra"], meta["dec"]
+    meta = lamost_meta(obsid, z, abs(rng.normal(0, 1e-4)), {b: round(v, 2) for b, v in snr.items()},
+                       ra=rng.uniform(0, 360), dec=np.degrees(np.arcsin(rng.uniform(-0.2, 1.0))))
     zeros = np.zeros(n_pix, dtype=np.uint32)
     spectrum = Spectrum(flux=noisy.astype(np.float32), ivar=ivar, wavelength=wave.astype(np.float32),
                         andmask=zeros, ormask=zeros.copy(), meta=meta, format="lamost-new")
