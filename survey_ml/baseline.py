@@ -67,6 +67,7 @@ import pandas as pd
 from scipy.optimize import least_squares
 
 __all__ = ["fit_strong_lines", "fit_strong_lines_block", "strong_line_metallicity", "pp04_n2",
+           "StrongLineCalibration", "PP04", "calibrate_strong_lines",
            "pp04_o3n2", "PP04_N2_SIGMA", "PP04_O3N2_SIGMA", "LINE_WAVELENGTHS", "LINE_NAMES",
            "BASELINE_COLUMNS", "BASELINE_STATUSES", "MEASURED_SPEED"]
 
@@ -80,6 +81,73 @@ PP04_O3N2_SIGMA = 0.14
 #: Validity ranges of the PP04 linear calibrations.
 PP04_N2_RANGE = (-2.5, -0.3)
 PP04_O3N2_MAX = 1.9
+
+
+@dataclass(frozen=True)
+class StrongLineCalibration:
+    """Linear strong-line calibrations, ``12 + log(O/H) = zero + slope * index``.
+
+    For ``N2 = log([NII]6584/Ha)`` and ``O3N2 = log(([OIII]5007/Hb)/([NII]6584/Ha))``, each
+    with the index range over which it holds and its scatter (dex). :data:`PP04` is
+    Pettini & Pagel (2004), an empirical (T_e) calibration; :func:`calibrate_strong_lines`
+    derives one from a photoionisation-model library instead, the way Kewley & Dopita
+    (2002) did - the two scales differ by a few tenths of a dex at high metallicity
+    (Kewley & Ellison 2008), so a baseline is only fair on its labels' own scale.
+    """
+
+    name: str
+    n2_zero: float
+    n2_slope: float
+    n2_range: tuple[float, float]
+    n2_sigma: float
+    o3n2_zero: float
+    o3n2_slope: float
+    o3n2_range: tuple[float, float]
+    o3n2_sigma: float
+
+
+#: Pettini & Pagel (2004): 8.90 + 0.57 N2 (-2.5 < N2 < -0.3); 8.73 - 0.32 O3N2 (O3N2 < 1.9).
+PP04 = StrongLineCalibration("PP04", 8.90, 0.57, PP04_N2_RANGE, PP04_N2_SIGMA,
+                             8.73, -0.32, (-np.inf, PP04_O3N2_MAX), PP04_O3N2_SIGMA)
+
+
+def calibrate_strong_lines(nii6584, ha, oiii5007, hb, oh12, name: str = "library") -> StrongLineCalibration:
+    """Fit N2 and O3N2 calibrations to line fluxes of known metallicity (e.g. a model library).
+
+    Ordinary least squares of ``oh12`` on each index over the rows where it is finite;
+    the validity range is the index range spanned by those rows, the scatter the rms
+    residual.
+
+    Parameters
+    ----------
+    nii6584, ha, oiii5007, hb : array_like
+        Noise-free line fluxes of star-forming (HII-region-like) spectra.
+    oh12 : array_like
+        Their 12 + log(O/H).
+    name : str
+        Label kept in the calibration.
+
+    Examples
+    --------
+    >>> n2 = np.linspace(-1.2, -0.4, 9); o3n2 = np.linspace(1.5, 0.0, 9)
+    >>> cal = calibrate_strong_lines(10**n2, np.ones(9), 10**(o3n2 + n2), np.ones(9), 8.90 + 0.57 * n2)
+    >>> round(cal.n2_zero, 3), round(cal.n2_slope, 3), round(cal.n2_sigma, 6)
+    (8.9, 0.57, 0.0)
+    """
+    nii, ha, oiii, hb, oh12 = (np.asarray(v, dtype=np.float64) for v in (nii6584, ha, oiii5007, hb, oh12))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        n2 = np.log10(nii / ha)
+        o3n2 = np.log10((oiii / hb) / (nii / ha))
+    fits = []
+    for index in (n2, o3n2):
+        use = np.isfinite(index) & np.isfinite(oh12)
+        if use.sum() < 3:
+            raise ValueError("need at least 3 rows with finite lines and oh12 to calibrate")
+        slope, zero = np.polyfit(index[use], oh12[use], 1)
+        rms = float(np.sqrt(np.mean((oh12[use] - zero - slope * index[use]) ** 2)))
+        fits.append((float(zero), float(slope), (float(index[use].min()), float(index[use].max())), rms))
+    (n2_zero, n2_slope, n2_range, n2_sigma), (o3_zero, o3_slope, o3_range, o3_sigma) = fits
+    return StrongLineCalibration(name, n2_zero, n2_slope, n2_range, n2_sigma, o3_zero, o3_slope, o3_range, o3_sigma)
 
 #: Vacuum rest wavelengths (A) of the lines fitted.
 LINE_WAVELENGTHS = {"hb": 4862.68, "oiii4959": 4960.30, "oiii5007": 5008.24, "nii6548": 6549.86,
@@ -667,32 +735,33 @@ def _least_squares(win: _Windows, group: _LineGroup, theta0: np.ndarray,
 # ----------------------------------------------------------------------------- PP04
 
 
-def _pp04_n2_codes(nii6584, ha, nii6584_err=None, ha_err=None, min_snr: float = 3.0):
-    """PP04 N2 metallicity and, per value, "ok" or why it is NaN."""
+def _pp04_n2_codes(nii6584, ha, nii6584_err=None, ha_err=None, min_snr: float = 3.0,
+                   calibration: StrongLineCalibration = PP04):
+    """N2 metallicity (PP04 unless told otherwise) and, per value, "ok" or why it is NaN."""
     nii, ha = np.asarray(nii6584, dtype=np.float64), np.asarray(ha, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         n2 = np.log10(nii / ha)
     code = np.full(np.broadcast(nii, ha).shape, "ok", dtype=object)
-    code[~((n2 > PP04_N2_RANGE[0]) & (n2 < PP04_N2_RANGE[1]))] = "out_of_calibration"
+    code[~((n2 > calibration.n2_range[0]) & (n2 < calibration.n2_range[1]))] = "out_of_calibration"
     code[(nii <= 0) | (ha <= 0)] = "non_positive"
     code[_low_snr((nii, nii6584_err), (ha, ha_err), min_snr=min_snr)] = "low_snr"
     code[~(np.isfinite(nii) & np.isfinite(ha))] = "missing"
-    return np.where(code == "ok", 8.90 + 0.57 * n2, np.nan), code
+    return np.where(code == "ok", calibration.n2_zero + calibration.n2_slope * n2, np.nan), code
 
 
 def _pp04_o3n2_codes(oiii5007, hb, nii6584, ha, oiii5007_err=None, hb_err=None, nii6584_err=None,
-                     ha_err=None, min_snr: float = 3.0):
-    """PP04 O3N2 metallicity and, per value, "ok" or why it is NaN."""
+                     ha_err=None, min_snr: float = 3.0, calibration: StrongLineCalibration = PP04):
+    """O3N2 metallicity (PP04 unless told otherwise) and, per value, "ok" or why it is NaN."""
     lines = [np.asarray(v, dtype=np.float64) for v in (oiii5007, hb, nii6584, ha)]
     oiii, hb, nii, ha = lines
     with np.errstate(divide="ignore", invalid="ignore"):
         o3n2 = np.log10((oiii / hb) / (nii / ha))
     code = np.full(np.broadcast(*lines).shape, "ok", dtype=object)
-    code[~(o3n2 < PP04_O3N2_MAX)] = "out_of_calibration"
+    code[~((o3n2 > calibration.o3n2_range[0]) & (o3n2 < calibration.o3n2_range[1]))] = "out_of_calibration"
     code[(oiii <= 0) | (hb <= 0) | (nii <= 0) | (ha <= 0)] = "non_positive"
     code[_low_snr(*zip(lines, (oiii5007_err, hb_err, nii6584_err, ha_err)), min_snr=min_snr)] = "low_snr"
     code[~np.all([np.isfinite(v) for v in np.broadcast_arrays(*lines)], axis=0)] = "missing"
-    return np.where(code == "ok", 8.73 - 0.32 * o3n2, np.nan), code
+    return np.where(code == "ok", calibration.o3n2_zero + calibration.o3n2_slope * o3n2, np.nan), code
 
 
 def _low_snr(*pairs, min_snr: float) -> np.ndarray:
@@ -813,8 +882,9 @@ def _row_status(fit: dict, code_n2: np.ndarray, code_o3n2: np.ndarray) -> tuple[
 
 def strong_line_metallicity(wavelength: np.ndarray, flux: np.ndarray, ivar: np.ndarray,
                             mask: np.ndarray | None, z: np.ndarray, *, r_instrument: float = 1800.0,
-                            method: str = "fast", min_snr: float = 3.0, index=None) -> pd.DataFrame:
-    """Strong-line fluxes and PP04 metallicities for a block of spectra on one grid.
+                            method: str = "fast", min_snr: float = 3.0, index=None,
+                            calibration: StrongLineCalibration = PP04) -> pd.DataFrame:
+    """Strong-line fluxes and N2 / O3N2 metallicities for a block of spectra on one grid.
 
     The function a Dask ``map_blocks`` / ``map_partitions`` call lifts: pure, no Dask
     inside, correct on 0 rows. An oh12 value is NaN when a line it needs is not measured,
@@ -840,6 +910,8 @@ def strong_line_metallicity(wavelength: np.ndarray, flux: np.ndarray, ivar: np.n
         Lowest line S/N used by the calibrations.
     index : array_like, optional
         Index of the returned frame (e.g. the rows' ``row`` or ``obsid``); default 0..n-1.
+    calibration : StrongLineCalibration
+        :data:`PP04` (default), or one from :func:`calibrate_strong_lines`.
 
     Returns
     -------
@@ -860,10 +932,11 @@ def strong_line_metallicity(wavelength: np.ndarray, flux: np.ndarray, ivar: np.n
         fit = _fit_rows(wave, flux, ivar, mask, z, r_instrument)
     else:
         raise ValueError(f"method must be 'fast' or 'exact', not {method!r}")
-    oh12_n2, code_n2 = _pp04_n2_codes(fit["nii6584"], fit["ha"], fit["nii6584_err"], fit["ha_err"], min_snr)
+    oh12_n2, code_n2 = _pp04_n2_codes(fit["nii6584"], fit["ha"], fit["nii6584_err"], fit["ha_err"], min_snr,
+                                      calibration)
     oh12_o3n2, code_o3n2 = _pp04_o3n2_codes(fit["oiii5007"], fit["hb"], fit["nii6584"], fit["ha"],
                                             fit["oiii5007_err"], fit["hb_err"], fit["nii6584_err"], fit["ha_err"],
-                                            min_snr)
+                                            min_snr, calibration)
     status, message = _row_status(fit, code_n2, code_o3n2)
     columns = {name: fit[name] for name in BASELINE_COLUMNS if name in fit}
     columns.update(oh12_n2=oh12_n2, oh12_o3n2=oh12_o3n2, baseline_status=status, baseline_message=message)

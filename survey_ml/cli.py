@@ -95,6 +95,38 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_simulate(args: argparse.Namespace) -> int:
+    """Build (or reuse) the cached bagpipes library, then write a mock release with truth."""
+    from .simulate.library import LibraryConfig, build_library
+    from .simulate.release import ObservationPlan, simulate_release
+    from .spec import load_release_spec
+
+    spec = load_release_spec(args.release)
+    sim = spec.get("simulate", {})
+    n = args.n or int(sim.get("n_spectra", 5000))
+    library_config = LibraryConfig(n=args.library_size or int(sim.get("library_size", 2000)), seed=args.seed)
+    out = Path(args.out or f"mock_{spec['release']['name']}")
+    client = _connect(args)
+    try:
+        t0 = time.perf_counter()
+        library = build_library(library_config, cache_dir=args.cache, client=client, progress=True)
+        t_library = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        release = simulate_release(library, out, n, seed=args.seed + 1, plan=ObservationPlan.from_spec(spec),
+                                   client=client, progress=True)
+        t_release = time.perf_counter() - t0
+    finally:
+        client.close()
+    counts = library.truth["population"].value_counts().to_dict()
+    print(f"library {library.path}: {library.n} rest-frame spectra "
+          f"({'cached' if library.cached else f'built in {t_library:.0f} s'}); populations {counts}")
+    print(f"mock {spec['release']['name']} release: {n} spectra in {release.spectra_dir} "
+          f"({t_release:.0f} s, {n / t_release:.0f} spectra/s)")
+    print(f"  catalogue {release.catalogue}\n  truth     {release.truth}")
+    print(f"next: survey-ml ingest {release.catalogue} --store {out / 'store'} --release {spec['release']['name']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -115,6 +147,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="summarise a release store")
     p.add_argument("store")
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("simulate", help="mock release in the survey's own files, with a truth table")
+    p.add_argument("release", help="release spec name (dr10) or a TOML path")
+    p.add_argument("--n", type=int, default=None, help="spectra to write (default: the spec's n_spectra)")
+    p.add_argument("--library-size", type=int, default=None,
+                   help="bagpipes library spectra (default: the spec's library_size); built once, cached")
+    p.add_argument("--out", default=None, help="release folder (default ./mock_<release>)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cache", default=None, help="library cache folder (default $SURVEY_ML_CACHE or ~/.cache/survey_ml)")
+    _add_cluster_args(p)
+    p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("demo", help="mock LAMOST release -> ingest on a local Dask cluster -> summary")
     p.add_argument("--n", type=int, default=2000, help="number of mock spectra (default 2000)")

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..io.lamost import write_lamost_catalogue, write_lamost_spectrum
+from ..io.lamost import CATALOGUE_DTYPES, write_lamost_catalogue, write_lamost_spectrum
 from .observe import BANDS, LamostInstrument, observe_lamost
 from .parametric import MockRelease
 
@@ -94,6 +94,9 @@ def _observe_block(plan_rows: pd.DataFrame, library_path: str, spectra_dir: str,
         write_lamost_spectrum(os.path.join(spectra_dir, name), spec, layout=obs.layout, overwrite=True,
                               compresslevel=1)
         del record["calibration_terms"]
+        record["z_true"] = record.pop("z")
+        for band in BANDS:  # the header's SNRU..SNRZ are these measurements
+            del record[f"snr{band}_measured"]
         records.append({**record, "library_row": int(obs.library_row), "layout": obs.layout,
                         "file": f"spectra/{name}", "designation": m["desig"], "obsdate": "2017-09-01",
                         "lmjd": m["lmjd"], "mjd": m["mjd"], "planid": m["planid"], "spid": m["spid"],
@@ -163,7 +166,9 @@ def simulate_release(library, out_dir: str | os.PathLike, n: int, seed: int = 0,
     bar.close()
     observed = pd.DataFrame([r for part in parts for r in part]).sort_values("obsid").reset_index(drop=True)
     catalogue = root / "catalogue.csv"
-    write_lamost_catalogue(observed.rename(columns={"z_cat": "z"}), catalogue, overwrite=True)
+    # The catalogue carries what the survey publishes (never the truth), plus each file's path.
+    published = observed.rename(columns={"z_cat": "z"})[[*CATALOGUE_DTYPES, "file"]]
+    write_lamost_catalogue(published, catalogue, overwrite=True)
     library_truth = library.truth.rename(columns={"row": "library_row"})
     truth = observed.merge(library_truth, on="library_row", how="left", suffixes=("", "_library"))
     truth.to_parquet(root / "truth.parquet", index=False)
