@@ -12,7 +12,8 @@ The steps, in the order the light meets them:
    and a small jump between the blue and red arms at the dichroic (~5900 A);
 5. noise: Gaussian with variance from the object, a night-sky spectrum (continuum plus
    [OI] 5577/6300/6364, Na D and the red OH bands) and the system throughput, scaled so
-   that the median S/N per pixel in the r band is the requested one;
+   that the median S/N per pixel in the r band is the requested one; plus sky-subtraction
+   residuals at the sky lines (a few per cent of their flux);
 6. bad pixels: a few clusters of dead pixels (ivar = 0, andmask BADCCD) and bright
    sky lines flagged in ormask (BRIGHTSKY);
 7. the header: SNRU..SNRZ measured from the simulated data as the pipeline would
@@ -78,6 +79,9 @@ class LamostInstrument:
     sky_to_object : float
         Night-sky continuum over object continuum in the r band (sets how much of the
         noise is the sky's; LAMOST galaxies at r ~ 17.5 are roughly sky-level).
+    sky_residual_rms : float
+        rms fractional error of the sky subtraction at the sky emission lines (the
+        residual spikes at [OI] 5577 and in the OH bands of real LAMOST spectra).
     bad_clusters_per_spectrum : float
         Poisson mean of dead-pixel clusters (1-8 pixels each).
     """
@@ -89,6 +93,7 @@ class LamostInstrument:
     calibration_rms: float = 0.02
     arm_jump_rms: float = 0.02
     sky_to_object: float = 1.0
+    sky_residual_rms: float = 0.03
     bad_clusters_per_spectrum: float = 1.0
 
     @property
@@ -100,13 +105,15 @@ class LamostInstrument:
         return 10.0 ** (self.grid.coeff0 + self.grid.coeff1 * (np.arange(self.n_pix + 1) - 0.5))
 
 
-def sky_spectrum(wavelength: np.ndarray, resolution: float = 1800.0) -> np.ndarray:
-    """Night-sky surface brightness (relative units, 1 = continuum at 6500 A) at resolution R."""
-    continuum = (wavelength / 6500.0) ** 1.5
-    sky = continuum.copy()
+def sky_spectrum(wavelength: np.ndarray, resolution: float = 1800.0, lines_only: bool = False) -> np.ndarray:
+    """Night-sky surface brightness (relative units, 1 = continuum at 6500 A) at resolution R.
+
+    With ``lines_only`` the emission lines without the continuum.
+    """
+    sky = np.zeros_like(wavelength) if lines_only else (wavelength / 6500.0) ** 1.5
     for centre, peak in _SKY_LINES:
         sigma = centre / resolution * FWHM_TO_SIGMA
-        sky += 8.0 * peak * np.exp(-0.5 * ((wavelength - centre) / sigma) ** 2)
+        sky = sky + 8.0 * peak * np.exp(-0.5 * ((wavelength - centre) / sigma) ** 2)
     return sky
 
 
@@ -226,11 +233,14 @@ def observe_lamost(rest_wave: np.ndarray, rest_luminosity: np.ndarray, z: float,
     r_band = (wave >= BANDS["r"][0]) & (wave < BANDS["r"][1])
     object_r = float(np.median(np.abs(flux[r_band])))
     sky = sky_spectrum(wave, instrument.resolution)
-    shape = np.sqrt((np.abs(flux) + instrument.sky_to_object * object_r * sky / np.median(sky[r_band]))
-                    / throughput(wave, instrument.dichroic))
+    sky_in_flux_units = instrument.sky_to_object * object_r / np.median(sky[r_band])
+    shape = np.sqrt((np.abs(flux) + sky_in_flux_units * sky) / throughput(wave, instrument.dichroic))
     scale = float(np.median(np.abs(flux[r_band]) / shape[r_band])) / snr_r
     sigma = scale * shape
-    noisy = (flux + rng.normal(0.0, 1.0, wave.size) * sigma).astype(np.float32)
+    # imperfect sky subtraction leaves line residuals of a few per cent of the sky lines
+    residual = rng.normal(0.0, instrument.sky_residual_rms) * sky_in_flux_units * sky_spectrum(
+        wave, instrument.resolution, lines_only=True)
+    noisy = (flux + residual + rng.normal(0.0, 1.0, wave.size) * sigma).astype(np.float32)
     ivar = (1.0 / sigma**2).astype(np.float32)
     # 6. dead pixels and bright sky
     andmask = np.zeros(wave.size, dtype=np.uint32)
