@@ -98,13 +98,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_simulate(args: argparse.Namespace) -> int:
     """Build (or reuse) the cached bagpipes library, then write a mock release with truth."""
     from .simulate.library import LibraryConfig, build_library
-    from .simulate.release import ObservationPlan, simulate_release
+    from .simulate.release import ObservationPlan, simulate_release, simulate_settings
     from .spec import load_release_spec
 
     spec = load_release_spec(args.release)
-    sim = spec.get("simulate", {})
+    sim = simulate_settings(spec, args.variant)
     n = args.n or int(sim.get("n_spectra", 5000))
-    library_config = LibraryConfig(n=args.library_size or int(sim.get("library_size", 2000)), seed=args.seed)
+    library_config = LibraryConfig(n=args.library_size or int(sim.get("library_size", 2000)), seed=args.seed,
+                                   wave_min=float(sim.get("library_wave_min", 2800.0)))
     out = Path(args.out or f"mock_{spec['release']['name']}")
     client = _connect(args)
     try:
@@ -112,7 +113,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         library = build_library(library_config, cache_dir=args.cache, client=client, progress=True)
         t_library = time.perf_counter() - t0
         t0 = time.perf_counter()
-        release = simulate_release(library, out, n, seed=args.seed + 1, plan=ObservationPlan.from_spec(spec),
+        release = simulate_release(library, out, n, seed=args.seed + 1, plan=ObservationPlan.from_spec(spec, args.variant),
                                    client=client, progress=True)
         t_release = time.perf_counter() - t0
     finally:
@@ -156,6 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="release folder (default ./mock_<release>)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache", default=None, help="library cache folder (default $SURVEY_ML_CACHE or ~/.cache/survey_ml)")
+    p.add_argument("--variant", default=None,
+                   help="a [simulate.<variant>] table of the spec, e.g. 'wide' (dr10: 0 < z < 0.5 for redshift work)")
     _add_cluster_args(p)
     p.set_defaults(func=cmd_simulate)
 

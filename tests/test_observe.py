@@ -79,3 +79,22 @@ def test_header_fields_round_trip_through_the_reader(tmp_path):
 def test_rest_frame_must_cover_the_observed_range():
     with pytest.raises(ValueError, match="does not cover"):
         observe_lamost(np.arange(4000.0, 9000.0), np.ones(5000), 0.1, 10.0, np.random.default_rng(0), 1)
+
+
+def test_release_spec_plans_the_redshift_and_snr_draws():
+    from survey_ml.simulate.release import ObservationPlan, draw_observations
+    from survey_ml.spec import load_release_spec
+
+    spec = load_release_spec("dr10")
+    rng = np.random.default_rng(0)
+    lamost = draw_observations(20000, 100, rng, ObservationPlan.from_spec(spec))
+    assert lamost["z_true"].between(0.002, 0.3).all() and 0.05 < lamost["z_true"].median() < 0.12
+    assert lamost["snr_r_requested"].between(2, 60).all()
+    assert 0.75 < lamost["snr_r_requested"].between(3, 30).mean() < 0.99  # mostly 3-30
+    assert 0.17 < (lamost["layout"] == "old").mean() < 0.23 and lamost["obsid"].is_unique
+    wide = draw_observations(20000, 100, rng, ObservationPlan.from_spec(spec, "wide"))
+    assert wide["z_true"].max() > 0.45 and wide["z_true"].between(0.0, 0.5).all()
+    # the wide variant's library reaches far enough into the blue for z = 0.5 on the LAMOST grid
+    rest = np.arange(spec["simulate"]["wide"]["library_wave_min"], 9300.0, 1.0)
+    spec_z05, _ = observe_lamost(rest, 2e39 * (rest / 5500.0) ** -0.5, 0.5, 10.0, rng, 3)
+    assert np.isfinite(spec_z05.flux).all()

@@ -20,7 +20,7 @@ from ..io.lamost import CATALOGUE_DTYPES, write_lamost_catalogue, write_lamost_s
 from .observe import BANDS, LamostInstrument, observe_lamost
 from .parametric import MockRelease
 
-__all__ = ["ObservationPlan", "draw_observations", "simulate_release"]
+__all__ = ["ObservationPlan", "draw_observations", "simulate_release", "simulate_settings"]
 
 
 @dataclass(frozen=True)
@@ -43,9 +43,9 @@ class ObservationPlan:
     first_obsid: int = 1_000_000
 
     @classmethod
-    def from_spec(cls, spec: dict[str, Any]) -> "ObservationPlan":
-        """From a parsed release spec (its ``[simulate]`` table)."""
-        sim = spec.get("simulate", {})
+    def from_spec(cls, spec: dict[str, Any], variant: str | None = None) -> "ObservationPlan":
+        """From a parsed release spec: its ``[simulate]`` table, overridden by ``[simulate.<variant>]``."""
+        sim = simulate_settings(spec, variant)
         z, snr = sim.get("redshift", {}), sim.get("snr_r", {})
         return cls(z_min=z.get("min", cls.z_min), z_max=z.get("max", cls.z_max),
                    z_scale=z.get("scale", cls.z_scale), snr_median=snr.get("median", cls.snr_median),
@@ -53,6 +53,17 @@ class ObservationPlan:
                    snr_max=snr.get("max", cls.snr_max),
                    old_layout_fraction=sim.get("old_layout_fraction", cls.old_layout_fraction),
                    first_obsid=sim.get("first_obsid", cls.first_obsid))
+
+
+def simulate_settings(spec: dict[str, Any], variant: str | None = None) -> dict[str, Any]:
+    """The ``[simulate]`` table of a release spec, with a named variant's keys laid over it."""
+    base = {k: v for k, v in spec.get("simulate", {}).items() if not isinstance(v, dict) or k in ("redshift", "snr_r")}
+    if variant is None:
+        return base
+    try:
+        return {**base, **spec["simulate"][variant]}
+    except KeyError:
+        raise KeyError(f"release spec has no [simulate.{variant}] table") from None
 
 
 def _draw_redshifts(n: int, rng: np.random.Generator, plan: ObservationPlan) -> np.ndarray:
