@@ -31,8 +31,9 @@ def test_block_function_over_a_store(tmp_path, client):
     row = release.objects.iloc[7]
     spec = read_lamost_spectrum(row["file"])
     direct = np.interp(MODEL_WAVELENGTH, spec.wavelength.astype(float), spec.flux)
-    # the store uses the exact grid, the file float32 wavelengths: equal to ~1e-6
-    assert np.allclose(model[7], minmax_normalise(direct[None, :].astype(np.float32))[0], atol=1e-5)
+    # the store uses the exact grid, the file float32 wavelengths (0.5 mA steps): equal to
+    # ~1e-6, ~5e-5 on the steep sides of emission lines
+    assert np.allclose(model[7], minmax_normalise(direct[None, :].astype(np.float32))[0], atol=1e-4)
 
 
 def test_masked_pixels_are_bridged_not_used():
