@@ -1,0 +1,1 @@
+"""Networks, one module per task; they work on one batch and know nothing of Dask."""
