@@ -1,0 +1,123 @@
+"""Catalogs on disk: one Parquet part per chunk of the release, written atomically.
+
+A catalog is a folder of ``part-{chunk:06d}.parquet`` files, one per Zarr chunk of rows of
+the release store: the chunk index names the part, so a re-run skips the parts already
+there (resume) and can never write a row twice. Each part is written to a temporary name
+and renamed into place, so a part either exists whole or not at all; a part that is
+unreadable, or whose row count disagrees with what its metadata promised, is treated as
+missing and redone. Provenance (package version, weights hash, release spec, input store,
+chunk) rides in each part's Parquet schema metadata under the key ``survey_ml``.
+
+The folder opens as one table with pandas (``pd.read_parquet``), pyarrow
+(``pyarrow.dataset``), dask (``dd.read_parquet``) and, after :func:`export_fits`, with
+astropy or TOPCAT.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+__all__ = ["part_path", "write_part", "read_provenance", "finished_parts", "read_catalog", "export_fits"]
+
+PROVENANCE_KEY = b"survey_ml"
+
+
+def part_path(catalog_dir: str | os.PathLike, chunk: int) -> Path:
+    """Where the part of chunk ``chunk`` lives.
+
+    Examples
+    --------
+    >>> part_path("cat", 7).name
+    'part-000007.parquet'
+    """
+    return Path(catalog_dir) / f"part-{int(chunk):06d}.parquet"
+
+
+def write_part(frame: pd.DataFrame, catalog_dir: str | os.PathLike, chunk: int,
+               provenance: dict[str, Any]) -> Path:
+    """Write one chunk's rows atomically, with provenance in the schema metadata.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        The chunk's catalog rows.
+    catalog_dir : path
+        The catalog folder (created if needed).
+    chunk : int
+        Chunk index of the release store (names the part).
+    provenance : dict
+        JSON-serialisable facts of the run (version, weights hash, spec, store, ...);
+        ``chunk`` and ``n_rows`` are added.
+    """
+    target = part_path(catalog_dir, chunk)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    record = {**provenance, "chunk": int(chunk), "n_rows": len(frame)}
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                           PROVENANCE_KEY: json.dumps(record, default=str).encode()})
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    pq.write_table(table, tmp)
+    os.replace(tmp, target)
+    return target
+
+
+def read_provenance(path: str | os.PathLike) -> dict[str, Any]:
+    """The provenance record of one part (or of any survey_ml Parquet file)."""
+    meta = pq.read_schema(path).metadata or {}
+    return json.loads(meta[PROVENANCE_KEY]) if PROVENANCE_KEY in meta else {}
+
+
+def finished_parts(catalog_dir: str | os.PathLike, n_chunks: int, require: dict[str, Any] | None = None) -> set[int]:
+    """Chunks whose part exists, is readable and whole, and (optionally) matches ``require``.
+
+    ``require`` (e.g. ``{"weights_sha256": ...}``) makes parts written by other weights or
+    specs count as unfinished, so they are redone rather than mixed into the catalog.
+    """
+    done = set()
+    for chunk in range(n_chunks):
+        path = part_path(catalog_dir, chunk)
+        if not path.is_file():
+            continue
+        try:
+            record = read_provenance(path)
+            rows = pq.read_metadata(path).num_rows
+        except (OSError, ValueError, pa.ArrowException, json.JSONDecodeError):
+            continue  # torn or foreign file: redo it
+        if record.get("n_rows") != rows or record.get("chunk") != chunk:
+            continue
+        if require and any(record.get(k) != v for k, v in require.items()):
+            continue
+        done.add(chunk)
+    return done
+
+
+def read_catalog(catalog_dir: str | os.PathLike) -> pd.DataFrame:
+    """All parts of a catalog as one pandas DataFrame, in chunk order."""
+    parts = sorted(Path(catalog_dir).glob("part-*.parquet"))
+    if not parts:
+        raise FileNotFoundError(f"no catalog parts in {catalog_dir}")
+    return pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
+
+
+def export_fits(catalog_dir: str | os.PathLike, path: str | os.PathLike, overwrite: bool = True) -> Path:
+    """Write the catalog as one FITS binary table (for TOPCAT and IDL users)."""
+    from astropy.table import Table
+
+    frame = read_catalog(catalog_dir)
+    for col in frame.columns:  # FITS has no nullable strings: empty string for missing
+        if pd.api.types.is_string_dtype(frame[col]) or frame[col].dtype == object:
+            frame[col] = frame[col].fillna("").astype(str)
+    table = Table.from_pandas(frame)
+    parts = sorted(Path(catalog_dir).glob("part-*.parquet"))
+    provenance = read_provenance(parts[0])
+    for key in ("version", "weights_sha256", "release", "store"):
+        if key in provenance:
+            table.meta[f"SML_{key[:4].upper()}"] = str(provenance[key])[:68]
+    table.write(path, format="fits", overwrite=overwrite)
+    return Path(path)
