@@ -1,0 +1,149 @@
+"""Partition-wise inference: the model is loaded once per worker process and kept.
+
+A weights file is a ``torch.save`` of a plain dict (loaded with ``weights_only=True``, never
+unpickling code)::
+
+    {"task": "metallicity", "architecture": "SpectralCNN",
+     "config": {"n_pix": 4201, "n_out": 1, "in_channels": 1, "heteroscedastic": False},
+     "targets": ["oh12"], "state_dict": {...}}
+
+:func:`load_model` keeps one model per (weights SHA-256, device) in a module-level cache,
+so every task on a worker after the first reuses it - the model never travels through the
+Dask graph. :func:`predict_spectra` is the block function: native-grid arrays of one chunk
+in, predictions out, batched, with the torch thread count set explicitly (Dask's nanny
+sets OMP_NUM_THREADS=1 in workers) and the device chosen per worker (CUDA when present).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .models.spectral_cnn import SpectralCNN
+from .preprocess.spectra import MODEL_WAVELENGTH, minmax_normalise, to_model_grid
+
+__all__ = ["weights_sha256", "save_weights", "load_model", "predict_spectra", "cached_models"]
+
+ARCHITECTURES = {"SpectralCNN": SpectralCNN}
+_CACHE: dict[tuple[str, str], tuple[torch.nn.Module, dict[str, Any]]] = {}
+_LOCK = threading.Lock()
+
+
+def weights_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a weights file (names the model in caches and catalog provenance)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_weights(model: SpectralCNN, path: str | os.PathLike, task: str, targets: list[str],
+                 extra: dict[str, Any] | None = None) -> Path:
+    """Write ``model`` in the weights format above (plain tensors and primitives only)."""
+    payload = {"task": task, "architecture": type(model).__name__,
+               "config": {"n_pix": model.n_pix, "n_out": model.n_out, "in_channels": model.in_channels,
+                          "heteroscedastic": model.heteroscedastic},
+               "targets": list(targets), "state_dict": model.state_dict(), **(extra or {})}
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def default_device() -> torch.device:
+    """CUDA when this process sees a GPU, else CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_model(weights: str | os.PathLike, device: str | torch.device | None = None):
+    """The model of a weights file, built once per process and device, in eval mode.
+
+    Returns
+    -------
+    model : torch.nn.Module
+    info : dict
+        The file's fields other than ``state_dict``, plus ``sha256``.
+    """
+    sha = weights_sha256(weights)
+    device = torch.device(device) if device is not None else default_device()
+    key = (sha, str(device))
+    with _LOCK:
+        if key not in _CACHE:
+            payload = torch.load(weights, map_location="cpu", weights_only=True)
+            model = ARCHITECTURES[payload["architecture"]](**payload["config"])
+            model.load_state_dict(payload["state_dict"])
+            model.eval().to(device)
+            info = {k: v for k, v in payload.items() if k != "state_dict"} | {"sha256": sha}
+            _CACHE[key] = (model, info)
+        return _CACHE[key]
+
+
+def cached_models() -> list[tuple[str, str]]:
+    """(sha256, device) of the models this process holds (for tests and diagnostics)."""
+    return list(_CACHE)
+
+
+def _threads_for_this_worker() -> int:
+    try:
+        from distributed import get_worker
+
+        return max(1, get_worker().state.nthreads)
+    except (ImportError, ValueError):
+        return max(1, os.cpu_count() or 1)
+
+
+def predict_spectra(flux: np.ndarray, ivar: np.ndarray, mask: np.ndarray, wavelength: np.ndarray,
+                    weights: str | os.PathLike, batch_size: int = 512, threads: int | None = None,
+                    device: str | None = None) -> np.ndarray:
+    """Predictions for one block of native-grid spectra.
+
+    Parameters
+    ----------
+    flux, ivar, mask : numpy.ndarray
+        (n, n_pix) rows of a release store.
+    wavelength : numpy.ndarray
+        (n_pix,) the store's grid.
+    weights : path
+        Weights file (see the module docstring).
+    batch_size : int
+        Spectra per forward pass (bounds memory; on a GPU, larger is faster).
+    threads : int, optional
+        torch intra-op threads (default: the Dask worker's thread count, else all cores).
+    device : str, optional
+        ``"cpu"``, ``"cuda"``... (default: CUDA when this worker has a GPU).
+
+    Returns
+    -------
+    numpy.ndarray
+        (n, n_targets) float32 predictions; a heteroscedastic model gives (n, 2 n_targets):
+        means, then standard deviations. Zero rows give a (0, n_out) array; reading n_out
+        needs the weights file, so callers of ``map_blocks`` pass ``meta=`` and Dask never
+        calls this on the client.
+    """
+    model, info = load_model(weights, device)
+    n_out = info["config"]["n_out"] * (2 if info["config"]["heteroscedastic"] else 1)
+    if len(flux) == 0:
+        return np.empty((0, n_out), dtype=np.float32)
+    torch.set_num_threads(threads or _threads_for_this_worker())
+    model_flux, coverage = to_model_grid(flux, ivar, mask, wavelength, MODEL_WAVELENGTH)
+    x = minmax_normalise(model_flux)[:, None, :]
+    if info["config"]["in_channels"] == 2:
+        x = np.concatenate([x, coverage[:, None, :]], axis=1)
+    param = next(model.parameters())
+    out = np.empty((len(x), n_out), dtype=np.float32)
+    with torch.inference_mode():
+        for start in range(0, len(x), batch_size):
+            batch = torch.from_numpy(np.ascontiguousarray(x[start: start + batch_size])).to(param.device)
+            pred = model(batch)
+            if isinstance(pred, tuple):
+                mean, log_var = pred
+                pred = torch.cat([mean, torch.exp(0.5 * log_var)], dim=1)
+            out[start: start + len(batch)] = pred.float().cpu().numpy()
+    return out
