@@ -5,8 +5,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from survey_ml.baseline import (BASELINE_COLUMNS, BASELINE_STATUSES, LINE_NAMES, LINE_WAVELENGTHS, PP04_N2_SIGMA,
-                                PP04_O3N2_SIGMA, fit_strong_lines, fit_strong_lines_block, pp04_n2, pp04_o3n2,
+from survey_ml.baseline import (BALMER_ABSORPTION_FWHM, BALMER_ABSORPTION_WEIGHTS, BASELINE_COLUMNS,
+                                BASELINE_STATUSES, LINE_NAMES, LINE_WAVELENGTHS, PP04_N2_SIGMA, PP04_O3N2_SIGMA,
+                                fit_strong_lines, fit_strong_lines_block, pp04_n2, pp04_o3n2,
                                 strong_line_metallicity)
 from survey_ml.simulate.parametric import make_lamost_spectrum
 from survey_ml.wavelength import LAMOST_LRS_GRID
@@ -24,6 +25,16 @@ def gaussian_spectrum(fluxes: dict[str, float], z: float, sigma_v: float = 90.0,
         sig = mu * np.hypot(SIGMA_INST, sigma_v) / C_KMS
         flux = flux + f_line * np.exp(-0.5 * ((WAVE - mu) / sig) ** 2) / (np.sqrt(2 * np.pi) * sig)
     return flux
+
+
+def balmer_trough(wave: np.ndarray, line: str, z: float) -> np.ndarray:
+    """Unit-flux stellar Balmer absorption profile of the documented fixed shape (two Gaussians)."""
+    mu = LINE_WAVELENGTHS[line] * (1 + z)
+    profile = np.zeros(wave.size)
+    for fwhm, weight in zip(BALMER_ABSORPTION_FWHM, BALMER_ABSORPTION_WEIGHTS):
+        sig = fwhm / 2.3548 * (1 + z)
+        profile += weight * np.exp(-0.5 * ((wave - mu) / sig) ** 2) / (np.sqrt(2 * np.pi) * sig)
+    return profile
 
 
 INJECTED = {"hb": 100.0, "oiii5007": 150.0, "oiii4959": 150.0 / 2.98, "ha": 286.0, "nii6584": 90.0,
@@ -65,6 +76,45 @@ def test_noise_free_gaussian_lines_recovered_to_1_percent(z):
         assert fit[f"{group}_rchi2"] < 1e-3
 
 
+@pytest.mark.parametrize("z, sigma_v", [(0.05, 60.0), (0.2, 150.0)])
+def test_narrow_emission_in_a_balmer_absorption_trough_is_recovered(z, sigma_v):
+    """Noise-free: Hbeta and Halpha emission inside a stellar absorption trough (EW 5 and 4 A rest)."""
+    flux = gaussian_spectrum(INJECTED, z, sigma_v=sigma_v)
+    absorbed = {}
+    for line, ew in (("hb", 5.0), ("ha", 4.0)):
+        mu = LINE_WAVELENGTHS[line] * (1 + z)
+        absorbed[line] = ew * (1 + z) * (20.0 + 3.0 * (mu - 6000.0) / 1000.0)  # EW x local continuum
+        flux = flux - absorbed[line] * balmer_trough(WAVE, line, z)
+    assert absorbed["hb"] > 0.8 * INJECTED["hb"]  # as much absorbed as emitted: a linear continuum fails
+    ivar = np.full(WAVE.size, 1e2)
+    fit = fit_strong_lines(WAVE, flux, ivar, z)
+    block = fit_strong_lines_block(WAVE, flux[None], ivar[None], np.array([z]))
+    assert fit["status"] == "ok" and block["status"][0] == "ok"
+    for result in (fit, {key: value[0] for key, value in block.items() if isinstance(value, np.ndarray)}):
+        for name in LINE_NAMES:
+            assert result[name] == pytest.approx(INJECTED[name], rel=2e-2), name
+        for line in ("hb", "ha"):
+            assert result[f"{line}_absorption"] == pytest.approx(-absorbed[line], rel=2e-2), line
+        assert result["hb_sigma"] == pytest.approx(sigma_v, rel=2e-2)
+
+
+def test_balmer_trough_is_absorption_only():
+    """A broad emission-like bump under Hbeta is never fitted as negative absorption; no trough, no emission."""
+    z = 0.1
+    mu, sig = LINE_WAVELENGTHS["hb"] * (1 + z), 12.0
+    bump = 60.0 * np.exp(-0.5 * ((WAVE - mu) / sig) ** 2) / (np.sqrt(2 * np.pi) * sig)
+    flux = gaussian_spectrum(INJECTED, z) + bump
+    ivar = np.full(WAVE.size, 1e2)
+    for fit in (fit_strong_lines(WAVE, flux, ivar, z), fit_strong_lines_block(WAVE, flux[None], ivar[None], [z])):
+        assert -1e-6 < np.squeeze(fit["hb_absorption"]) <= 0.0
+    # absorption and no Hbeta emission: the trough takes it all, Hbeta emission comes out ~0
+    fluxes = {name: f for name, f in INJECTED.items() if name != "hb"}
+    flux = gaussian_spectrum(fluxes, z) - 80.0 * balmer_trough(WAVE, "hb", z)
+    for fit in (fit_strong_lines(WAVE, flux, ivar, z), fit_strong_lines_block(WAVE, flux[None], ivar[None], [z])):
+        assert np.squeeze(fit["hb_absorption"]) == pytest.approx(-80.0, rel=1e-2)
+        assert abs(np.squeeze(fit["hb"])) < 0.5
+
+
 def test_fit_works_on_a_float32_linear_grid():
     wave = np.arange(3800.0, 8000.0, 1.0).astype(np.float32)  # the CNN's 1 A grid, not log-linear
     z = 0.08
@@ -90,24 +140,41 @@ def test_fast_path_matches_least_squares():
     assert (fast["baseline_status"] == exact["baseline_status"]).mean() > 0.9
 
 
-def _pull_block(seed: int, n_real: int, snr_r: float):
-    """One mock galaxy: its noise-free spectrum, the ivar at snr_r and n_real noisy copies."""
+def _pull_block(seed: int, n_real: int, snr_r: float, balmer_ew: float = 0.0):
+    """One mock galaxy: wavelengths, its noise-free spectrum, the ivar at snr_r and n_real noisy copies.
+
+    ``balmer_ew``: rest-frame EW (A) of stellar absorption added under Hbeta (0.75 of it under
+    Halpha) with the fitter's trough shape; the parametric mock itself has none.
+    """
     clean, _ = make_lamost_spectrum(np.random.default_rng(seed), seed, 0.07, 1e9, 8.55)
     noisy, truth = make_lamost_spectrum(np.random.default_rng(seed), seed, 0.07, snr_r, 8.55)
+    wave, z = clean.wavelength.astype(np.float64), truth["z"]
+    clean_flux = clean.flux.astype(np.float64)
+    for line, ew in (("hb", balmer_ew), ("ha", 0.75 * balmer_ew)):
+        mu = LINE_WAVELENGTHS[line] * (1 + z)
+        continuum = np.median(clean_flux[(np.abs(wave - mu) > 40) & (np.abs(wave - mu) < 80)])
+        clean_flux -= ew * (1 + z) * continuum * balmer_trough(wave, line, z)
     sigma = 1.0 / np.sqrt(noisy.ivar.astype(np.float64))
     rng = np.random.default_rng(seed + 1000)
-    flux = clean.flux[None, :] + rng.normal(size=(n_real, clean.n_pix)) * sigma
+    flux = clean_flux[None, :] + rng.normal(size=(n_real, clean.n_pix)) * sigma
     ivar = np.broadcast_to(noisy.ivar, flux.shape)
-    return clean, flux, ivar, truth["z"]
+    return wave, clean_flux, flux, ivar, z
 
 
-def test_line_flux_errors_are_calibrated():
-    """Pulls (fit - truth) / err over many noise realisations: mean ~0, std within 0.8-1.25."""
+@pytest.mark.parametrize("balmer_ew", [0.0, 4.0])
+def test_line_flux_errors_are_calibrated(balmer_ew):
+    """Pulls (fit - truth) / err over many noise realisations: mean ~0, std within 0.8-1.25.
+
+    With no stellar absorption at all (``balmer_ew = 0``, the bare parametric mock) the truth
+    sits on the bound of the Balmer troughs (absorption <= 0): noise that looks like a broad
+    bump cannot go into "negative absorption" and goes into the line, so Hbeta and Halpha are
+    biased high there (~0.3-0.4 sigma at these line S/N of 15-35), as any bounded fit is at its
+    bound. With absorption (as in real and bagpipes galaxies), no line is biased.
+    """
     pulls = {name: [] for name in LINE_NAMES}
     for seed in (3, 4, 5):
-        clean, flux, ivar, z = _pull_block(seed, 150, snr_r=3.0)
-        wave = clean.wavelength.astype(np.float64)
-        truth = fit_strong_lines(wave, clean.flux, np.ones(clean.n_pix), z)  # noise-free: exact fluxes
+        wave, clean, flux, ivar, z = _pull_block(seed, 150, snr_r=3.0, balmer_ew=balmer_ew)
+        truth = fit_strong_lines(wave, clean, np.ones(wave.size), z)  # noise-free: exact fluxes
         fit = fit_strong_lines_block(wave, flux, ivar, np.full(len(flux), z))
         for name in LINE_NAMES:
             assert np.median(truth[name] / fit[f"{name}_err"]) > 5  # lines clearly detected
@@ -116,13 +183,13 @@ def test_line_flux_errors_are_calibrated():
         pull = np.concatenate(pulls[name])
         assert np.isfinite(pull).all()
         assert 0.8 < pull.std() < 1.25, (name, pull.std())
-        assert abs(pull.mean()) < 0.2, (name, pull.mean())
+        on_bound = balmer_ew == 0 and name in ("hb", "ha")
+        assert -0.2 < pull.mean() < (0.5 if on_bound else 0.2), (name, pull.mean())
 
 
 def test_least_squares_errors_are_calibrated():
-    clean, flux, ivar, z = _pull_block(6, 60, snr_r=3.0)
-    wave = clean.wavelength.astype(np.float64)
-    truth = fit_strong_lines(wave, clean.flux, np.ones(clean.n_pix), z)
+    wave, clean, flux, ivar, z = _pull_block(6, 60, snr_r=3.0)
+    truth = fit_strong_lines(wave, clean, np.ones(wave.size), z)
     fits = [fit_strong_lines(wave, f, i, z) for f, i in zip(flux, ivar)]
     for name in LINE_NAMES:
         pull = np.array([(f[name] - truth[name]) / f[f"{name}_err"] for f in fits])
