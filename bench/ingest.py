@@ -5,7 +5,8 @@ writes in a notebook: ``fits.open`` each file, take the five arrays and the head
 into lists, nothing written. survey_ml ingest does more - it also cleans, places every
 spectrum on the release grid and writes the Zarr arrays and the Parquet row table - on a
 LocalCluster of one worker per core. The same survey_ml ingest is also run in one process
-(Dask's synchronous scheduler), to tell the reader's gain from the cluster's. Prints
+(``client=False``: a plain loop over the blocks), to tell the reader's gain from the
+cluster's. Prints
 JSON; keeps bench/results/ingest.json.
 
 Usage: python bench/ingest.py [--n 10000] [--workdir DIR]
@@ -18,7 +19,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import dask
 import numpy as np
 from astropy.io import fits
 
@@ -78,8 +78,7 @@ def main() -> None:
         serial_store = work / "store_serial"
         shutil.rmtree(serial_store, ignore_errors=True)
         t = time.perf_counter()
-        with dask.config.set(scheduler="synchronous"):
-            ingest(files, serial_store, "bench", client=False, chunk_rows=args.chunk_rows)
+        ingest(files, serial_store, "bench", client=False, chunk_rows=args.chunk_rows)
         serial_s = time.perf_counter() - t
         shutil.rmtree(serial_store, ignore_errors=True)
 

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
+from typing import Any
 
-from distributed import Client, LocalCluster
+from distributed import Client, LocalCluster, as_completed
 
-__all__ = ["connect", "SCHEDULER_ENV"]
+__all__ = ["connect", "run_blocks", "SCHEDULER_ENV"]
 
 #: Environment variable naming an existing scheduler (``tcp://host:8786``).
 SCHEDULER_ENV = "SURVEY_ML_SCHEDULER"
@@ -59,3 +61,26 @@ def connect(scheduler: str | None = None, *, n_workers: int | None = None,
     if not quiet:
         print(f"survey_ml: Dask dashboard at {client.dashboard_link}", flush=True)
     return client
+
+
+def run_blocks(function: Callable[..., Any], blocks: Sequence[tuple], client: Client | None = None,
+               desc: str = "", progress: bool = False) -> list[Any]:
+    """``function(*block)`` for every block, on the cluster or in this process; results in block order.
+
+    With a client, each block is one task (``pure=False``: blocks write files), gathered as
+    they finish so a progress bar can follow; without one, a plain loop here.
+    """
+    from tqdm.auto import tqdm
+
+    results: list[Any] = [None] * len(blocks)
+    with tqdm(total=len(blocks), desc=desc, unit="block", disable=not progress) as bar:
+        if client:
+            futures = {client.submit(function, *block, pure=False): k for k, block in enumerate(blocks)}
+            for future in as_completed(futures):
+                results[futures[future]] = future.result()
+                bar.update(1)
+        else:
+            for k, block in enumerate(blocks):
+                results[k] = function(*block)
+                bar.update(1)
+    return results

@@ -36,6 +36,7 @@ import zarr
 import zarr.codecs
 
 from . import __version__
+from .cluster import run_blocks
 from .errors import SurveyFileError
 from .io.lamost import lamost_filename, read_lamost_catalogue, read_lamost_spectrum
 from .io.sdss import read_sdss_spectrum
@@ -370,8 +371,7 @@ def ingest(source, store: str | os.PathLike, release: str = "release", *, client
         Release name; names the Zarr group ``<release>.zarr``.
     client : distributed.Client or False, optional
         Cluster to run on; default: the current client if one exists, else (and with
-        ``False``) Dask's configured local scheduler in this process (threads unless
-        ``dask.config.set(scheduler=...)`` says otherwise).
+        ``False``) a plain loop over the blocks in this process.
     reader : str
         Key of :data:`READERS`.
     grid : LogLinearGrid, optional
@@ -388,8 +388,7 @@ def ingest(source, store: str | os.PathLike, release: str = "release", *, client
     -------
     IngestReport
     """
-    import dask
-    from dask.distributed import as_completed, default_client
+    from dask.distributed import default_client
 
     start = time.perf_counter()
     path = Path(store)
@@ -411,24 +410,14 @@ def ingest(source, store: str | os.PathLike, release: str = "release", *, client
     zarr_path = str(path / f"{release}.zarr")
     for name in ARRAYS:  # grow (or shrink away uncommitted rows) before any task writes
         zarr.open_array(f"{zarr_path}/spectra/{name}", mode="r+").resize((n0 + n_new, grid.n_pix))
-    tasks = [dask.delayed(_ingest_block, pure=False)(new_files[a - n0: b - n0], a, zarr_path,
-                                                     grid.to_dict(), reader)
-             for a, b in _blocks(n0, n_new, chunk_rows)]
+    blocks = [(new_files[a - n0: b - n0], a, zarr_path, grid.to_dict(), reader)
+              for a, b in _blocks(n0, n_new, chunk_rows)]
     if client is None:
         try:
             client = default_client()
         except ValueError:
             client = None
-    if client:
-        futures = client.compute(tasks)
-        parts = []
-        bar = _progress(len(futures), "ingest", progress)
-        for future in as_completed(futures):
-            parts.append(future.result())
-            bar.update(1)
-        bar.close()
-    else:
-        parts = list(dask.compute(*tasks))
+    parts = run_blocks(_ingest_block, blocks, client or None, desc="ingest", progress=progress)
     new_objects = pd.concat(parts).sort_values("row")
     combined = pd.concat([objects, new_objects], ignore_index=True) if len(objects) else new_objects.reset_index(drop=True)
     combined = _mark_duplicates(_typed_objects(combined))
@@ -436,9 +425,3 @@ def ingest(source, store: str | os.PathLike, release: str = "release", *, client
     counts = combined.iloc[n0:]["status"].value_counts().to_dict()
     return IngestReport(path, len(files), n_new, len(combined), {str(k): int(v) for k, v in counts.items()},
                         time.perf_counter() - start)
-
-
-def _progress(total: int, desc: str, enabled: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="chunk", disable=not enabled)

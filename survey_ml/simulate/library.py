@@ -55,6 +55,7 @@ import pyarrow.parquet as pq
 import zarr
 import zarr.codecs
 
+from ..cluster import run_blocks
 from . import priors
 from .priors import DEFAULT_FRACTIONS, PARAMETER_COLUMNS
 
@@ -623,27 +624,6 @@ def _write_truth(parquet: Path, truth: pd.DataFrame, record: dict) -> None:
     os.replace(tmp, parquet)
 
 
-def _run_blocks(blocks: list[tuple], client, progress: bool) -> list[pd.DataFrame]:
-    """Run the block tasks on ``client`` (or in this process when None), gathering as they finish."""
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=len(blocks), desc="library", unit="block", disable=not progress)
-    parts = []
-    if client is not None:
-        from dask.distributed import as_completed
-
-        futures = [client.submit(_build_block, *b, pure=False) for b in blocks]
-        for future in as_completed(futures):
-            parts.append(future.result())
-            bar.update(1)
-    else:
-        for b in blocks:
-            parts.append(_build_block(*b))
-            bar.update(1)
-    bar.close()
-    return parts
-
-
 def build_library(config: LibraryConfig, cache_dir: str | os.PathLike | None = None, client=None,
                   progress: bool = False) -> Library:
     """Build (or return the cached) bagpipes spectral library of ``config``, on a Dask cluster.
@@ -697,7 +677,7 @@ def build_library(config: LibraryConfig, cache_dir: str | os.PathLike | None = N
             client = default_client()
         except ValueError:
             client = None
-    parts = _run_blocks(blocks, client or None, progress)
+    parts = run_blocks(_build_block, blocks, client or None, desc="library", progress=progress)
     truth = pd.concat(parts).sort_values("row").reset_index(drop=True)
     seconds = time.perf_counter() - start
     n_workers = len(client.scheduler_info()["workers"]) if client else 1

@@ -32,7 +32,7 @@ from ..io.spectrum import Spectrum
 from ..wavelength import LAMOST_LRS_GRID, LogLinearGrid
 
 __all__ = ["LamostInstrument", "observe_lamost", "sky_spectrum", "throughput", "measure_band_snr",
-           "BANDS", "lamost_meta", "MASK_BADCCD", "MASK_BRIGHTSKY"]
+           "BANDS", "lamost_meta", "catalogue_row", "MASK_BADCCD", "MASK_BRIGHTSKY"]
 
 C_KMS = 299_792.458
 FWHM_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
@@ -176,6 +176,16 @@ def lamost_meta(obsid: int, z: float, z_err: float, snr: dict[str, float], ra: f
     }
     meta["ra_obs"], meta["dec_obs"] = meta["ra"], meta["dec"]
     return meta
+
+
+def catalogue_row(meta: dict, file: str, obsdate: str = "2017-09-01") -> dict:
+    """The LRS general catalogue columns of one spectrum, from its header fields, plus ``file``."""
+    return {"file": file, "obsid": meta["obsid"], "designation": meta["desig"], "obsdate": obsdate,
+            "lmjd": meta["lmjd"], "mjd": meta["mjd"], "planid": meta["planid"], "spid": meta["spid"],
+            "fiberid": meta["fiberid"], "ra_obs": meta["ra_obs"], "dec_obs": meta["dec_obs"],
+            **{f"snr{b}": meta[f"snr{b}"] for b in BANDS}, "class": meta["class"], "subclass": meta["subclass"],
+            "z": meta["z"], "z_err": meta["z_err"], "ra": meta["ra"], "dec": meta["dec"],
+            "fibermask": meta["fibermask"]}
 
 
 def observe_lamost(rest_wave: np.ndarray, rest_luminosity: np.ndarray, z: float, snr_r: float,

@@ -20,7 +20,7 @@ import pandas as pd
 from ..io.lamost import lamost_filename, write_lamost_catalogue, write_lamost_spectrum
 from ..io.spectrum import Spectrum
 from ..wavelength import LAMOST_LRS_GRID
-from .observe import BANDS, lamost_meta
+from .observe import BANDS, catalogue_row, lamost_meta
 
 __all__ = ["make_lamost_spectrum", "write_mock_release", "MockRelease"]
 
@@ -139,12 +139,8 @@ def _write_block(root: str, first_obsid: int, n: int, seed: int, layout: str) ->
         name = lamost_filename(spec.meta["lmjd"], spec.meta["planid"], spec.meta["spid"], spec.meta["fiberid"])
         path = os.path.join(root, name)
         write_lamost_spectrum(path, spec, layout=lay, overwrite=True, compresslevel=1)
-        m = spec.meta
-        rows.append({**truth, "file": os.path.relpath(path, os.path.dirname(root)), "layout": lay, "designation": m["desig"], "obsdate": "2017-09-01",
-                     "lmjd": m["lmjd"], "mjd": m["mjd"], "planid": m["planid"], "spid": m["spid"],
-                     "fiberid": m["fiberid"], "ra_obs": m["ra"], "dec_obs": m["dec"],
-                     **{f"snr{b}": m[f"snr{b}"] for b in BANDS}, "class": "GALAXY", "subclass": "",
-                     "z_err": m["z_err"], "ra": m["ra"], "dec": m["dec"], "fibermask": 0})
+        rows.append({**truth, **catalogue_row(spec.meta, os.path.relpath(path, os.path.dirname(root))),
+                     "layout": lay})
     return rows
 
 

@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..cluster import run_blocks
 from ..io.lamost import CATALOGUE_DTYPES, write_lamost_catalogue, write_lamost_spectrum
-from .observe import BANDS, LamostInstrument, observe_lamost
+from .observe import BANDS, LamostInstrument, catalogue_row, observe_lamost
 from .parametric import MockRelease
 
 __all__ = ["ObservationPlan", "draw_observations", "simulate_release", "simulate_settings"]
@@ -100,8 +101,7 @@ def _observe_block(plan_rows: pd.DataFrame, library_path: str, spectra_dir: str,
         rng = np.random.default_rng(obs.noise_seed)
         spec, record = observe_lamost(library.wave, flux[obs.library_row], obs.z_true, obs.snr_r_requested,
                                       rng, obs.obsid, instrument)
-        m = spec.meta
-        name = m["filename"] + ".gz"
+        name = spec.meta["filename"] + ".gz"
         write_lamost_spectrum(os.path.join(spectra_dir, name), spec, layout=obs.layout, overwrite=True,
                               compresslevel=1)
         del record["calibration_terms"]
@@ -109,12 +109,7 @@ def _observe_block(plan_rows: pd.DataFrame, library_path: str, spectra_dir: str,
         for band in BANDS:  # the header's SNRU..SNRZ are these measurements
             del record[f"snr{band}_measured"]
         records.append({**record, "library_row": int(obs.library_row), "layout": obs.layout,
-                        "file": f"spectra/{name}", "designation": m["desig"], "obsdate": "2017-09-01",
-                        "lmjd": m["lmjd"], "mjd": m["mjd"], "planid": m["planid"], "spid": m["spid"],
-                        "fiberid": m["fiberid"], "ra_obs": m["ra"], "dec_obs": m["dec"],
-                        **{f"snr{b}": m[f"snr{b}"] for b in BANDS}, "class": m["class"],
-                        "subclass": m["subclass"], "z_cat": m["z"], "z_err": m["z_err"], "ra": m["ra"],
-                        "dec": m["dec"], "fibermask": 0})
+                        **catalogue_row(spec.meta, f"spectra/{name}")})
     return records
 
 
@@ -157,31 +152,16 @@ def simulate_release(library, out_dir: str | os.PathLike, n: int, seed: int = 0,
     spectra_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     plan_table = draw_observations(n, len(library.truth), rng, plan)
-    blocks = [plan_table.iloc[a: a + block_size] for a in range(0, n, block_size)]
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=len(blocks), desc="simulate", unit="block", disable=not progress)
-    parts = []
-    if client is not None:
-        from dask.distributed import as_completed
-
-        futures = [client.submit(_observe_block, b, str(library.path), str(spectra_dir), instrument, pure=False)
-                   for b in blocks]
-        for future in as_completed(futures):
-            parts.append(future.result())
-            bar.update(1)
-    else:
-        for b in blocks:
-            parts.append(_observe_block(b, str(library.path), str(spectra_dir), instrument))
-            bar.update(1)
-    bar.close()
+    blocks = [(plan_table.iloc[a: a + block_size], str(library.path), str(spectra_dir), instrument)
+              for a in range(0, n, block_size)]
+    parts = run_blocks(_observe_block, blocks, client, desc="simulate", progress=progress)
     observed = pd.DataFrame([r for part in parts for r in part]).sort_values("obsid").reset_index(drop=True)
     catalogue = root / "catalogue.csv"
     # The catalogue carries what the survey publishes (never the truth), plus each file's path.
-    published = observed.rename(columns={"z_cat": "z"})[[*CATALOGUE_DTYPES, "file"]]
-    write_lamost_catalogue(published, catalogue, overwrite=True)
+    write_lamost_catalogue(observed[[*CATALOGUE_DTYPES, "file"]], catalogue, overwrite=True)
     library_truth = library.truth.rename(columns={"row": "library_row"})
-    truth = observed.merge(library_truth, on="library_row", how="left", suffixes=("", "_library"))
+    truth = observed.rename(columns={"z": "z_cat"}).merge(library_truth, on="library_row", how="left",
+                                                          suffixes=("", "_library"))
     truth.to_parquet(root / "truth.parquet", index=False)
     return MockRelease(root=root, spectra_dir=spectra_dir, catalogue=catalogue, truth=root / "truth.parquet",
                        files=sorted(str(root / f) for f in observed["file"]))
