@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from .models.spectral_cnn import SpectralCNN
-from .preprocess.spectra import MODEL_WAVELENGTH, minmax_normalise, to_model_grid
+from .preprocess.spectra import model_inputs
 
 __all__ = ["weights_sha256", "save_weights", "load_model", "predict_spectra", "cached_models"]
 
@@ -132,10 +132,7 @@ def predict_spectra(flux: np.ndarray, ivar: np.ndarray, mask: np.ndarray, wavele
     if len(flux) == 0:
         return np.empty((0, n_out), dtype=np.float32)
     torch.set_num_threads(threads or _threads_for_this_worker())
-    model_flux, coverage = to_model_grid(flux, ivar, mask, wavelength, MODEL_WAVELENGTH)
-    x = minmax_normalise(model_flux)[:, None, :]
-    if info["config"]["in_channels"] == 2:
-        x = np.concatenate([x, coverage[:, None, :]], axis=1)
+    x = model_inputs(flux, ivar, mask, wavelength, info["config"]["in_channels"])
     param = next(model.parameters())
     out = np.empty((len(x), n_out), dtype=np.float32)
     with torch.inference_mode():

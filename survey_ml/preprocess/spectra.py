@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["MODEL_WAVELENGTH", "to_model_grid", "minmax_normalise", "select_rows"]
+__all__ = ["MODEL_WAVELENGTH", "to_model_grid", "minmax_normalise", "select_rows", "model_inputs"]
 
 #: The published model grid: 3800-8000 A (observed frame, vacuum), 1 A steps, 4201 pixels.
 MODEL_WAVELENGTH = np.arange(3800.0, 8000.0 + 0.5, 1.0)
@@ -95,3 +95,18 @@ def select_rows(z: np.ndarray, snr_r: np.ndarray, cuts: dict) -> np.ndarray:
     keep &= (z >= cuts.get("z_min", -np.inf)) & (z <= cuts.get("z_max", np.inf))
     keep &= snr_r >= cuts.get("snr_r_min", -np.inf)
     return keep
+
+
+def model_inputs(flux: np.ndarray, ivar: np.ndarray, mask: np.ndarray, wavelength: np.ndarray,
+                 in_channels: int = 1) -> np.ndarray:
+    """Network input of a block of native-grid spectra: (n, in_channels, 4201) float32.
+
+    Channel 0 is the min-max normalised flux; channel 1 (if asked) the good-pixel coverage.
+    The one function that feeds both training (:mod:`survey_ml.train`) and inference
+    (:func:`survey_ml.infer.predict_spectra`), so the two can never drift apart.
+    """
+    model_flux, coverage = to_model_grid(flux, ivar, mask, wavelength, MODEL_WAVELENGTH)
+    x = minmax_normalise(model_flux)[:, None, :]
+    if in_channels == 2:
+        x = np.concatenate([x, coverage[:, None, :]], axis=1)
+    return np.ascontiguousarray(x, dtype=np.float32)
