@@ -7,7 +7,7 @@ from typing import Any
 
 from distributed import Client, LocalCluster, as_completed
 
-__all__ = ["connect", "run_blocks", "SCHEDULER_ENV"]
+__all__ = ["connect", "current_client", "run_blocks", "SCHEDULER_ENV"]
 
 #: Environment variable naming an existing scheduler (``tcp://host:8786``).
 SCHEDULER_ENV = "SURVEY_ML_SCHEDULER"
@@ -61,6 +61,18 @@ def connect(scheduler: str | None = None, *, n_workers: int | None = None,
     if not quiet:
         print(f"survey_ml: Dask dashboard at {client.dashboard_link}", flush=True)
     return client
+
+
+def current_client(client: Client | None | bool = None) -> Client | None:
+    """``client`` itself; for ``None`` the client this process already has, if any; for ``False`` none."""
+    if client is None:
+        from distributed import default_client
+
+        try:
+            return default_client()
+        except ValueError:
+            return None
+    return client or None
 
 
 def run_blocks(function: Callable[..., Any], blocks: Sequence[tuple], client: Client | None = None,

@@ -36,7 +36,7 @@ import zarr
 import zarr.codecs
 
 from . import __version__
-from .cluster import run_blocks
+from .cluster import current_client, run_blocks
 from .errors import SurveyFileError
 from .io.lamost import lamost_filename, read_lamost_catalogue, read_lamost_spectrum
 from .io.sdss import read_sdss_spectrum
@@ -388,8 +388,6 @@ def ingest(source, store: str | os.PathLike, release: str = "release", *, client
     -------
     IngestReport
     """
-    from dask.distributed import default_client
-
     start = time.perf_counter()
     path = Path(store)
     if (path / "release.json").exists():
@@ -412,12 +410,7 @@ def ingest(source, store: str | os.PathLike, release: str = "release", *, client
         zarr.open_array(f"{zarr_path}/spectra/{name}", mode="r+").resize((n0 + n_new, grid.n_pix))
     blocks = [(new_files[a - n0: b - n0], a, zarr_path, grid.to_dict(), reader)
               for a, b in _blocks(n0, n_new, chunk_rows)]
-    if client is None:
-        try:
-            client = default_client()
-        except ValueError:
-            client = None
-    parts = run_blocks(_ingest_block, blocks, client or None, desc="ingest", progress=progress)
+    parts = run_blocks(_ingest_block, blocks, current_client(client), desc="ingest", progress=progress)
     new_objects = pd.concat(parts).sort_values("row")
     combined = pd.concat([objects, new_objects], ignore_index=True) if len(objects) else new_objects.reset_index(drop=True)
     combined = _mark_duplicates(_typed_objects(combined))

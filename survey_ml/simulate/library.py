@@ -55,7 +55,7 @@ import pyarrow.parquet as pq
 import zarr
 import zarr.codecs
 
-from ..cluster import run_blocks
+from ..cluster import current_client, run_blocks
 from . import priors
 from .priors import DEFAULT_FRACTIONS, PARAMETER_COLUMNS
 
@@ -670,14 +670,8 @@ def build_library(config: LibraryConfig, cache_dir: str | os.PathLike | None = N
     records = params.to_dict("records")
     blocks = [(records[a: a + config.block_size], a, str(zarr_path), config.to_dict())
               for a in range(0, config.n, config.block_size)]
-    if client is None:
-        from dask.distributed import default_client
-
-        try:
-            client = default_client()
-        except ValueError:
-            client = None
-    parts = run_blocks(_build_block, blocks, client or None, desc="library", progress=progress)
+    client = current_client(client)
+    parts = run_blocks(_build_block, blocks, client, desc="library", progress=progress)
     truth = pd.concat(parts).sort_values("row").reset_index(drop=True)
     seconds = time.perf_counter() - start
     n_workers = len(client.scheduler_info()["workers"]) if client else 1
