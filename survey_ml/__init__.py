@@ -8,4 +8,13 @@ except PackageNotFoundError:  # running from a source tree that was not installe
 
 from .errors import SurveyFileError
 
-__all__ = ["__version__", "SurveyFileError"]
+__all__ = ["__version__", "SurveyFileError", "run_catalog"]
+
+
+def __getattr__(name: str):
+    """``survey_ml.run_catalog`` without importing torch and dask at ``import survey_ml``."""
+    if name == "run_catalog":
+        from .pipeline import run_catalog
+
+        return run_catalog
+    raise AttributeError(f"module 'survey_ml' has no attribute {name!r}")

@@ -128,6 +128,38 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train a task's network from its recipe (the shipped one by default) and save the weights."""
+    from .train import train_task
+
+    client = _connect(args)
+    try:
+        report = train_task(args.recipe, out=args.out, client=client, cache_dir=args.cache, progress=True)
+    finally:
+        client.close()
+    test = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in report["test"].items())
+    print(f"{report['task']}: {report['n_spectra']} spectra ({report['n_train']} train / {report['n_val']} validation / "
+          f"{report['n_test']} test), best epoch {report['best_epoch']} of {report['epochs_run']}, "
+          f"{report['seconds']['training']:.0f} s training")
+    print(f"  held-out test: {test}")
+    print(f"  weights sha256 {report['weights_sha256'][:16]}...")
+    return 0
+
+
+def cmd_run_catalog(args: argparse.Namespace) -> int:
+    """Ingest if needed, infer, write the catalog, fit the MZR, summarise."""
+    from .pipeline import run_catalog
+
+    client = _connect(args)
+    try:
+        report = run_catalog(args.release, input=args.input, store=args.store, out=args.out, client=client,
+                             masses=args.masses, n_mock=args.n_mock, progress=True)
+    finally:
+        client.close()
+    print(report.summary())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -161,6 +193,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a [simulate.<variant>] table of the spec, e.g. 'wide' (dr10: 0 < z < 0.5 for redshift work)")
     _add_cluster_args(p)
     p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("run-catalog", help="release -> metallicity catalog (Parquet + FITS) -> MZR fit and plot")
+    p.add_argument("release", help="release spec name (dr10) or a TOML path")
+    p.add_argument("--input", default=None,
+                   help="survey files to ingest (folder, catalogue or file list); with neither --input nor "
+                        "--store, a mock release of the spec's [simulate] size is written and used")
+    p.add_argument("--store", default=None, help="ingested release store (default <out>/store)")
+    p.add_argument("--out", default=None, help="output folder (default ./survey_ml_<release>)")
+    p.add_argument("--masses", default=None,
+                   help="stellar-mass table for the MZR (obsid or ra/dec + log_mstar or MPA-JHU lgm_fib_p50)")
+    p.add_argument("--n-mock", type=int, default=None, help="size of the default mock release")
+    _add_cluster_args(p)
+    p.set_defaults(func=cmd_run_catalog)
+
+    p = sub.add_parser("train", help="train a network (metallicity, sfclass) from its recipe")
+    p.add_argument("recipe", help="task name (metallicity, sfclass: the shipped recipes) or a recipe TOML")
+    p.add_argument("--out", default=None, help="weights file (default: the shipped <task>.pt beside the recipe)")
+    p.add_argument("--cache", default=None, help="library cache folder (default $SURVEY_ML_CACHE or ~/.cache/survey_ml)")
+    _add_cluster_args(p)
+    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("demo", help="mock LAMOST release -> ingest on a local Dask cluster -> summary")
     p.add_argument("--n", type=int, default=2000, help="number of mock spectra (default 2000)")

@@ -27,9 +27,12 @@ import torch
 from .models.spectral_cnn import SpectralCNN
 from .preprocess.spectra import model_inputs
 
-__all__ = ["weights_sha256", "save_weights", "load_model", "predict_spectra", "cached_models"]
+__all__ = ["weights_sha256", "save_weights", "load_model", "predict_spectra", "forward_batches",
+           "starforming_probability", "cached_models", "shipped_weights", "WEIGHTS_DIR"]
 
 ARCHITECTURES = {"SpectralCNN": SpectralCNN}
+#: Where the trained weights and their training recipes ship, inside the package.
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 _CACHE: dict[tuple[str, str], tuple[torch.nn.Module, dict[str, Any]]] = {}
 _LOCK = threading.Lock()
 
@@ -47,13 +50,27 @@ def save_weights(model: SpectralCNN, path: str | os.PathLike, task: str, targets
                  extra: dict[str, Any] | None = None) -> Path:
     """Write ``model`` in the weights format above (plain tensors and primitives only)."""
     payload = {"task": task, "architecture": type(model).__name__,
-               "config": {"n_pix": model.n_pix, "n_out": model.n_out, "in_channels": model.in_channels,
-                          "heteroscedastic": model.heteroscedastic},
+               "config": model.config(),
                "targets": list(targets), "state_dict": model.state_dict(), **(extra or {})}
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     torch.save(payload, tmp)
     os.replace(tmp, path)
+    return path
+
+
+def shipped_weights(task: str) -> Path:
+    """The weights file shipped for ``task`` (``metallicity``, ``sfclass``).
+
+    Examples
+    --------
+    >>> shipped_weights("metallicity").name
+    'metallicity.pt'
+    """
+    path = WEIGHTS_DIR / f"{task}.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"no shipped weights for task {task!r} at {path}; "
+                                f"train them with `survey-ml train {task}`")
     return path
 
 
@@ -133,8 +150,17 @@ def predict_spectra(flux: np.ndarray, ivar: np.ndarray, mask: np.ndarray, wavele
         return np.empty((0, n_out), dtype=np.float32)
     torch.set_num_threads(threads or _threads_for_this_worker())
     x = model_inputs(flux, ivar, mask, wavelength, info["config"]["in_channels"])
+    return forward_batches(model, x, batch_size)
+
+
+def forward_batches(model: torch.nn.Module, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    """The network on prepared inputs ``x`` (n, in_channels, n_pix), in batches, without gradients.
+
+    Returns (n, n_out) float32 outputs; for a heteroscedastic model (n, 2 n_out): the
+    means, then the standard deviations ``exp(log_var / 2)``.
+    """
     param = next(model.parameters())
-    out = np.empty((len(x), n_out), dtype=np.float32)
+    chunks = []
     with torch.inference_mode():
         for start in range(0, len(x), batch_size):
             batch = torch.from_numpy(np.ascontiguousarray(x[start: start + batch_size])).to(param.device)
@@ -142,5 +168,20 @@ def predict_spectra(flux: np.ndarray, ivar: np.ndarray, mask: np.ndarray, wavele
             if isinstance(pred, tuple):
                 mean, log_var = pred
                 pred = torch.cat([mean, torch.exp(0.5 * log_var)], dim=1)
-            out[start: start + len(batch)] = pred.float().cpu().numpy()
-    return out
+            chunks.append(pred.float().cpu().numpy())
+    return np.concatenate(chunks) if chunks else np.empty((0, 0), dtype=np.float32)
+
+
+def starforming_probability(logits: np.ndarray) -> np.ndarray:
+    """P(star-forming) from the classifier's two sigmoid outputs (star-forming, not).
+
+    The published classifier has two independent sigmoid outputs; their normalised
+    ratio ``s0 / (s0 + s1)`` is the probability used for the confidence >= 0.85 rule.
+
+    Examples
+    --------
+    >>> starforming_probability(np.array([[4.0, -4.0], [0.0, 0.0]])).round(3).tolist()
+    [0.982, 0.5]
+    """
+    s = 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
+    return (s[:, 0] / (s[:, 0] + s[:, 1])).astype(np.float32)

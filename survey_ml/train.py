@@ -15,8 +15,12 @@ always be reproduced from the config saved beside it.
 from __future__ import annotations
 
 import copy
+import json
+import os
 import time
+import tomllib
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,7 +34,8 @@ from .preprocess.spectra import model_inputs
 from .simulate.observe import LamostInstrument, observe_lamost
 from .simulate.release import ObservationPlan, draw_observations
 
-__all__ = ["TrainingSet", "make_training_set", "TrainConfig", "TrainResult", "split_indices", "train_model"]
+__all__ = ["TrainingSet", "make_training_set", "TrainConfig", "TrainResult", "split_indices", "train_model",
+           "load_recipe", "recipe_training_set", "recipe_config", "evaluate", "train_task"]
 
 
 @dataclass
@@ -131,7 +136,10 @@ class TrainConfig:
     split: tuple[float, float, float] = (0.7, 0.1, 0.2)
     seed: int = 0
     heteroscedastic: bool = False
+    nll_beta: float = 0.0                # beta-NLL weight (heteroscedastic only; 0 = plain NLL)
     in_channels: int = 1
+    channels: tuple[int, ...] = (16, 32, 64, 128)
+    stem_pool: int = 1
     threads: int | None = None
     device: str | None = None
 
@@ -153,15 +161,31 @@ class TrainResult:
     seconds: float = 0.0
 
 
-def split_indices(n: int, split: tuple[float, float, float], seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def split_indices(n: int, split: tuple[float, float, float], seed: int,
+                  groups: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Disjoint random train/validation/test indices in the given proportions (reproducible).
+
+    With ``groups`` (e.g. the library row of each spectrum), whole groups are split, so
+    re-observations of one galaxy never sit on both sides and the validation and test
+    losses measure galaxies the network has not seen.
 
     Examples
     --------
     >>> tr, va, te = split_indices(10, (0.7, 0.1, 0.2), 0)
     >>> len(tr), len(va), len(te), len(set(tr) | set(va) | set(te))
     (7, 1, 2, 10)
+    >>> g = np.repeat(np.arange(10), 3)
+    >>> tr, va, te = split_indices(30, (0.7, 0.1, 0.2), 0, groups=g)
+    >>> len(tr), len(va), len(te), set(g[tr]) & set(g[te])
+    (21, 3, 6, set())
     """
+    if groups is not None:
+        unique, inverse = np.unique(np.asarray(groups), return_inverse=True)
+        gtr, gva, gte = split_indices(len(unique), split, seed)
+        side = np.empty(len(unique), dtype=np.int8)
+        side[gtr], side[gva], side[gte] = 0, 1, 2
+        which = side[inverse]
+        return tuple(np.flatnonzero(which == k) for k in range(3))  # type: ignore[return-value]
     order = np.random.default_rng(seed).permutation(n)
     n_train = int(round(split[0] * n))
     n_val = int(round(split[1] * n))
@@ -174,7 +198,7 @@ def _loss(model: SpectralCNN, x: torch.Tensor, y: torch.Tensor, config: TrainCon
         return nn.functional.binary_cross_entropy_with_logits(out, y)
     if config.heteroscedastic:
         mean, log_var = out
-        return gaussian_nll(mean, log_var, y)
+        return gaussian_nll(mean, log_var, y, config.nll_beta)
     return nn.functional.mse_loss(out, y)
 
 
@@ -186,7 +210,7 @@ def _targets(y: np.ndarray, task: str) -> np.ndarray:
 
 
 def train_model(x: np.ndarray, y: np.ndarray, config: TrainConfig = TrainConfig(),
-                progress: bool = False) -> TrainResult:
+                groups: np.ndarray | None = None, progress: bool = False) -> TrainResult:
     """Train a :class:`SpectralCNN` on inputs ``x`` and targets ``y`` with ``config``.
 
     Parameters
@@ -196,6 +220,8 @@ def train_model(x: np.ndarray, y: np.ndarray, config: TrainConfig = TrainConfig(
     y : numpy.ndarray
         (n,) targets: 12 + log(O/H), or booleans (star-forming) for ``task="sfclass"``.
     config : TrainConfig
+    groups : numpy.ndarray, optional
+        (n,) group of each input (library row): the split keeps groups whole.
     progress : bool
         Print one line per epoch.
 
@@ -211,8 +237,9 @@ def train_model(x: np.ndarray, y: np.ndarray, config: TrainConfig = TrainConfig(
     device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     n_out = 2 if config.task == "sfclass" else 1
     model = SpectralCNN(n_pix=x.shape[-1], n_out=n_out, in_channels=x.shape[1],
-                        heteroscedastic=config.heteroscedastic and config.task != "sfclass").to(device)
-    tr, va, te = split_indices(len(x), config.split, config.seed)
+                        heteroscedastic=config.heteroscedastic and config.task != "sfclass",
+                        channels=tuple(config.channels), stem_pool=config.stem_pool).to(device)
+    tr, va, te = split_indices(len(x), config.split, config.seed, groups)
     xt = torch.from_numpy(np.ascontiguousarray(x))
     yt = torch.from_numpy(_targets(y, config.task))
     optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
@@ -235,9 +262,10 @@ def train_model(x: np.ndarray, y: np.ndarray, config: TrainConfig = TrainConfig(
         scheduler.step(val)
         history.append({"epoch": epoch, "train_loss": total / max(len(tr), 1), "val_loss": val,
                         "lr": optimiser.param_groups[0]["lr"]})
+        history[-1]["seconds"] = time.perf_counter() - start
         if progress:
             print(f"epoch {epoch:3d}  train {history[-1]['train_loss']:.5f}  val {val:.5f}  "
-                  f"lr {history[-1]['lr']:.1e}", flush=True)
+                  f"lr {history[-1]['lr']:.1e}  {history[-1]['seconds']:.0f} s", flush=True)
         if val < best:
             best, best_state, best_epoch, stale = val, copy.deepcopy(model.state_dict()), epoch, 0
         else:
@@ -259,3 +287,142 @@ def _evaluate(model: SpectralCNN, xt: torch.Tensor, yt: torch.Tensor, index: np.
             idx = index[k: k + batch]
             total += float(_loss(model, xt[idx].to(device), yt[idx].to(device), config)) * len(idx)
     return total / max(len(index), 1)
+
+
+# --------------------------------------------------------------------------- recipes
+def load_recipe(task_or_path: str | os.PathLike) -> dict[str, Any]:
+    """A training recipe: ``survey_ml/weights/<task>.toml`` by task name, or any TOML path.
+
+    Examples
+    --------
+    >>> recipe = load_recipe("metallicity")
+    >>> recipe["task"], recipe["training_set"]["rows"]
+    ('metallicity', 'starforming')
+    """
+    from .infer import WEIGHTS_DIR
+
+    path = Path(task_or_path)
+    if not path.suffix:
+        path = WEIGHTS_DIR / f"{task_or_path}.toml"
+    if not path.is_file():
+        raise FileNotFoundError(f"no training recipe {task_or_path!r} (looked for {path})")
+    with path.open("rb") as fh:
+        recipe = tomllib.load(fh)
+    recipe["recipe_path"] = str(path)
+    return recipe
+
+
+def recipe_training_set(recipe: dict[str, Any], library, client=None, progress: bool = False) -> TrainingSet:
+    """The training spectra a recipe asks for: its library rows observed with its release's plan."""
+    from .spec import load_release_spec
+
+    plan = ObservationPlan.from_spec(load_release_spec(recipe.get("release", "dr10")))
+    ts, in_channels = recipe["training_set"], int(recipe["model"].get("in_channels", 1))
+    truth = library.truth
+    ok = truth["ok"].to_numpy(bool)
+    sf = truth["starforming"].to_numpy(bool)
+    n, seed = int(ts["n"]), int(ts["seed"])
+    if ts["rows"] == "starforming":
+        return make_training_set(library, n, seed, plan, rows=np.flatnonzero(ok & sf), in_channels=in_channels,
+                                 client=client, progress=progress)
+    if ts["rows"] == "balanced":
+        halves = [make_training_set(library, n // 2, seed + k, plan, rows=np.flatnonzero(ok & (sf == want)),
+                                    in_channels=in_channels, client=client, progress=progress)
+                  for k, want in enumerate((True, False))]
+        return TrainingSet(x=np.concatenate([h.x for h in halves]),
+                           truth=pd.concat([h.truth for h in halves], ignore_index=True))
+    if ts["rows"] == "all":
+        return make_training_set(library, n, seed, plan, rows=np.flatnonzero(ok), in_channels=in_channels,
+                                 client=client, progress=progress)
+    raise ValueError(f"training_set.rows must be starforming, balanced or all, not {ts['rows']!r}")
+
+
+def recipe_config(recipe: dict[str, Any]) -> TrainConfig:
+    """The :class:`TrainConfig` of a recipe (its ``[train]`` and ``[model]`` tables)."""
+    model = recipe.get("model", {})
+    fields = {**recipe.get("train", {}), "task": recipe["task"],
+              "channels": tuple(model.get("channels", TrainConfig.channels)),
+              "stem_pool": int(model.get("stem_pool", 1)), "in_channels": int(model.get("in_channels", 1)),
+              "heteroscedastic": bool(model.get("heteroscedastic", False))}
+    if "split" in fields:
+        fields["split"] = tuple(fields["split"])
+    return TrainConfig(**fields)
+
+
+def evaluate(task: str, pred: np.ndarray, truth: pd.DataFrame) -> dict[str, float]:
+    """Test-set figures: metallicity bias/sigma (and error calibration); classifier accuracy.
+
+    ``pred`` is what :func:`survey_ml.infer.forward_batches` returns for the rows of ``truth``.
+    """
+    if task == "sfclass":
+        from .infer import starforming_probability
+
+        p = starforming_probability(pred)
+        y = truth["starforming"].to_numpy(bool)
+        guess = p >= 0.5
+        return {"n": int(len(y)), "accuracy": float(np.mean(guess == y)),
+                "precision_sf": float(np.mean(y[guess])) if guess.any() else float("nan"),
+                "recall_sf": float(np.mean(guess[y])) if y.any() else float("nan")}
+    resid = pred[:, 0] - truth["oh12"].to_numpy(float)
+    out = {"n": int(len(resid)), "bias": float(np.mean(resid)), "sigma": float(np.std(resid)),
+           "nmad": float(1.4826 * np.median(np.abs(resid - np.median(resid))))}
+    if pred.shape[1] > 1:
+        pull = np.abs(resid) / pred[:, 1]
+        out |= {"within_1sigma": float(np.mean(pull < 1)), "within_2sigma": float(np.mean(pull < 2))}
+    return out
+
+
+def train_task(task_or_path: str | os.PathLike, out: str | os.PathLike | None = None, client=None,
+               cache_dir: str | os.PathLike | None = None, progress: bool = False) -> dict[str, Any]:
+    """Train a task's network from its recipe and write the weights and a JSON report.
+
+    Parameters
+    ----------
+    task_or_path : str or path
+        ``metallicity``, ``sfclass``, or a recipe TOML.
+    out : path, optional
+        Weights file to write (default ``<task>.pt`` beside the recipe - the shipped file).
+    client : distributed.Client, optional
+        Cluster for the library build and the training-set observations.
+    cache_dir : path, optional
+        Library cache folder.
+    progress : bool
+        Progress bars and one line per epoch.
+
+    Returns
+    -------
+    dict
+        The report written next to the weights (``<weights>.json``): recipe, test-set
+        figures, best epoch, timings, weights SHA-256.
+    """
+    from .infer import forward_batches, save_weights, weights_sha256
+    from .simulate.library import LibraryConfig, build_library
+
+    recipe = load_recipe(task_or_path)
+    task = recipe["task"]
+    out = Path(out) if out else Path(recipe["recipe_path"]).with_suffix(".pt")
+    t0 = time.perf_counter()
+    library = build_library(LibraryConfig(n=int(recipe["library"]["n"]), seed=int(recipe["library"]["seed"])),
+                            cache_dir=cache_dir, client=client, progress=progress)
+    t_library = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    data = recipe_training_set(recipe, library, client=client, progress=progress)
+    t_data = time.perf_counter() - t0
+    config = recipe_config(recipe)
+    y = data.truth["starforming" if task == "sfclass" else "oh12"].to_numpy()
+    result = train_model(data.x, y, config, groups=data.truth["library_row"].to_numpy(), progress=progress)
+    pred = forward_batches(result.model, data.x[result.test_index])
+    metrics = evaluate(task, pred, data.truth.iloc[result.test_index])
+    targets = ["starforming", "not_starforming"] if task == "sfclass" else ["oh12"]
+    report = {"task": task, "recipe": {k: v for k, v in recipe.items() if k != "recipe_path"},
+              "recipe_path": Path(recipe["recipe_path"]).name, "library": str(library.path.name),
+              "n_spectra": int(len(data.x)), "n_train": int(len(result.train_index)),
+              "n_val": int(len(result.val_index)), "n_test": int(len(result.test_index)),
+              "best_epoch": result.best_epoch, "epochs_run": len(result.history),
+              "seconds": {"library": t_library, "training_set": t_data, "training": result.seconds},
+              "test": metrics, "history": result.history}
+    save_weights(result.model, out, task, targets, extra={"training": {k: v for k, v in report.items()
+                                                                       if k not in ("history", "recipe")}})
+    report["weights_sha256"] = weights_sha256(out)
+    Path(out).with_suffix(".json").write_text(json.dumps(report, indent=1, default=str) + "\n")
+    return report
