@@ -15,6 +15,7 @@ always be reproduced from the config saved beside it.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 import time
@@ -33,6 +34,7 @@ from .models.spectral_cnn import SpectralCNN, gaussian_nll
 from .preprocess.spectra import model_inputs
 from .simulate.observe import LamostInstrument, observe_lamost
 from .simulate.release import ObservationPlan, draw_observations
+from .spec import load_release_spec
 
 __all__ = ["TrainingSet", "make_training_set", "TrainConfig", "TrainResult", "split_indices", "train_model",
            "load_recipe", "recipe_training_set", "recipe_config", "evaluate", "train_task"]
@@ -136,7 +138,7 @@ class TrainConfig:
     split: tuple[float, float, float] = (0.7, 0.1, 0.2)
     seed: int = 0
     heteroscedastic: bool = False
-    nll_beta: float = 0.0                # beta-NLL weight (heteroscedastic only; 0 = plain NLL)
+    nll_beta: float = 0.0                # beta-NLL weight of the variance term (0 = plain NLL)
     in_channels: int = 1
     channels: tuple[int, ...] = (16, 32, 64, 128)
     stem_pool: int = 1
@@ -192,14 +194,26 @@ def split_indices(n: int, split: tuple[float, float, float], seed: int,
     return np.sort(order[:n_train]), np.sort(order[n_train: n_train + n_val]), np.sort(order[n_train + n_val:])
 
 
-def _loss(model: SpectralCNN, x: torch.Tensor, y: torch.Tensor, config: TrainConfig) -> torch.Tensor:
+def _loss(model: SpectralCNN, x: torch.Tensor, y: torch.Tensor, config: TrainConfig,
+          selection: bool = False) -> torch.Tensor:
+    """The training loss; with ``selection``, the figure the best checkpoint is chosen on.
+
+    Heteroscedastic regression: the mean is trained on the published MSE (in standardised
+    units), and the log-variance by the Gaussian NLL of the *detached* residual, so the
+    uncertainty head can never trade accuracy of the mean for a larger error bar.
+    Checkpoints are chosen on the MSE of the mean.
+    """
     out = model(x)
     if config.task == "sfclass":
         return nn.functional.binary_cross_entropy_with_logits(out, y)
+    scale2 = model.target_scale**2
     if config.heteroscedastic:
         mean, log_var = out
-        return gaussian_nll(mean, log_var, y, config.nll_beta)
-    return nn.functional.mse_loss(out, y)
+        mse = nn.functional.mse_loss(mean, y) / scale2
+        if selection:
+            return mse
+        return mse + gaussian_nll(mean.detach(), log_var, y, config.nll_beta)
+    return nn.functional.mse_loss(out, y) / scale2
 
 
 def _targets(y: np.ndarray, task: str) -> np.ndarray:
@@ -236,10 +250,14 @@ def train_model(x: np.ndarray, y: np.ndarray, config: TrainConfig = TrainConfig(
         torch.set_num_threads(config.threads)
     device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     n_out = 2 if config.task == "sfclass" else 1
+    tr, va, te = split_indices(len(x), config.split, config.seed, groups)
+    scaling = {}
+    if config.task != "sfclass":  # standardised targets (the network then starts near the answer)
+        y_train = np.asarray(y, dtype=float)[tr]
+        scaling = {"target_shift": float(y_train.mean()), "target_scale": float(y_train.std() or 1.0)}
     model = SpectralCNN(n_pix=x.shape[-1], n_out=n_out, in_channels=x.shape[1],
                         heteroscedastic=config.heteroscedastic and config.task != "sfclass",
-                        channels=tuple(config.channels), stem_pool=config.stem_pool).to(device)
-    tr, va, te = split_indices(len(x), config.split, config.seed, groups)
+                        channels=tuple(config.channels), stem_pool=config.stem_pool, **scaling).to(device)
     xt = torch.from_numpy(np.ascontiguousarray(x))
     yt = torch.from_numpy(_targets(y, config.task))
     optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
@@ -257,7 +275,7 @@ def train_model(x: np.ndarray, y: np.ndarray, config: TrainConfig = TrainConfig(
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
-            total += float(loss) * len(idx)
+            total += float(loss.detach()) * len(idx)
         val = _evaluate(model, xt, yt, va, config, device)
         scheduler.step(val)
         history.append({"epoch": epoch, "train_loss": total / max(len(tr), 1), "val_loss": val,
@@ -285,7 +303,7 @@ def _evaluate(model: SpectralCNN, xt: torch.Tensor, yt: torch.Tensor, index: np.
     with torch.inference_mode():
         for k in range(0, len(index), batch):
             idx = index[k: k + batch]
-            total += float(_loss(model, xt[idx].to(device), yt[idx].to(device), config)) * len(idx)
+            total += float(_loss(model, xt[idx].to(device), yt[idx].to(device), config, selection=True)) * len(idx)
     return total / max(len(index), 1)
 
 
@@ -314,10 +332,8 @@ def load_recipe(task_or_path: str | os.PathLike) -> dict[str, Any]:
 
 def recipe_training_set(recipe: dict[str, Any], library, client=None, progress: bool = False) -> TrainingSet:
     """The training spectra a recipe asks for: its library rows observed with its release's plan."""
-    from .spec import load_release_spec
-
     plan = ObservationPlan.from_spec(load_release_spec(recipe.get("release", "dr10")))
-    ts, in_channels = recipe["training_set"], int(recipe["model"].get("in_channels", 1))
+    ts, in_channels = recipe["training_set"], 2  # flux and coverage; a 1-channel model reads x[:, :1]
     truth = library.truth
     ok = truth["ok"].to_numpy(bool)
     sf = truth["starforming"].to_numpy(bool)
@@ -335,6 +351,28 @@ def recipe_training_set(recipe: dict[str, Any], library, client=None, progress: 
         return make_training_set(library, n, seed, plan, rows=np.flatnonzero(ok), in_channels=in_channels,
                                  client=client, progress=progress)
     raise ValueError(f"training_set.rows must be starforming, balanced or all, not {ts['rows']!r}")
+
+
+def _cached_training_set(recipe: dict[str, Any], library, client, progress: bool) -> TrainingSet:
+    """:func:`recipe_training_set`, kept beside the library (``trainingset-<digest>.npy`` + ``.parquet``).
+
+    The digest covers the library, the release's observation plan and the recipe's
+    ``[training_set]`` and input channels, so a changed recipe never reuses stale data.
+    """
+    key = json.dumps({"library": library.path.name, "release": recipe.get("release", "dr10"),
+                      "set": recipe["training_set"], "in_channels": 2,
+                      "plan": asdict(ObservationPlan.from_spec(load_release_spec(recipe.get("release", "dr10"))))},
+                     sort_keys=True)
+    stem = library.path.parent / f"trainingset-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+    x_file, truth_file = stem.with_suffix(".npy"), stem.with_suffix(".parquet")
+    if x_file.exists() and truth_file.exists():
+        return TrainingSet(x=np.load(x_file, mmap_mode="r"), truth=pd.read_parquet(truth_file))
+    data = recipe_training_set(recipe, library, client=client, progress=progress)
+    tmp = stem.with_name(stem.name + f".tmp-{os.getpid()}.npy")
+    np.save(tmp, data.x)
+    os.replace(tmp, x_file)
+    data.truth.to_parquet(truth_file, index=False)  # written last: the commit record
+    return data
 
 
 def recipe_config(recipe: dict[str, Any]) -> TrainConfig:
@@ -406,9 +444,10 @@ def train_task(task_or_path: str | os.PathLike, out: str | os.PathLike | None = 
                             cache_dir=cache_dir, client=client, progress=progress)
     t_library = time.perf_counter() - t0
     t0 = time.perf_counter()
-    data = recipe_training_set(recipe, library, client=client, progress=progress)
+    data = _cached_training_set(recipe, library, client, progress)
     t_data = time.perf_counter() - t0
     config = recipe_config(recipe)
+    data = TrainingSet(x=data.x[:, : config.in_channels], truth=data.truth)
     y = data.truth["starforming" if task == "sfclass" else "oh12"].to_numpy()
     result = train_model(data.x, y, config, groups=data.truth["library_row"].to_numpy(), progress=progress)
     pred = forward_batches(result.model, data.x[result.test_index])

@@ -27,3 +27,12 @@ def client():
     c = connect(n_workers=2, dashboard_address="127.0.0.1:0", quiet=True)
     yield c
     c.close()
+
+
+@pytest.fixture(scope="session")
+def small_library(tmp_path_factory, client):
+    """A 160-galaxy bagpipes library (seed 0: galaxies the shipped weights never saw), built once."""
+    from survey_ml.simulate.library import LibraryConfig, build_library
+
+    return build_library(LibraryConfig(n=160, seed=0, block_size=40), cache_dir=tmp_path_factory.mktemp("library"),
+                         client=client)

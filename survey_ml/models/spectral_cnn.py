@@ -19,6 +19,8 @@ blocks. The defaults are the published network; :data:`FAST` is the survey_ml de
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -68,6 +70,10 @@ class SpectralCNN(nn.Module):
         Widths of the four conv blocks (published: 16, 32, 64, 128).
     stem_pool : int
         Average-pool the input by this factor before the first conv (published: 1, none).
+    target_shift, target_scale : float
+        The network works on standardised targets; outputs are ``shift + scale * raw``
+        (training sets them to the training targets' mean and standard deviation, so
+        the last layer does not have to learn an offset of ~8.8 dex first).
 
     Examples
     --------
@@ -80,7 +86,8 @@ class SpectralCNN(nn.Module):
     """
 
     def __init__(self, n_pix: int = 4201, n_out: int = 1, in_channels: int = 1, heteroscedastic: bool = False,
-                 channels: tuple[int, ...] = CHANNELS, stem_pool: int = 1):
+                 channels: tuple[int, ...] = CHANNELS, stem_pool: int = 1, target_shift: float = 0.0,
+                 target_scale: float = 1.0):
         super().__init__()
         channels = tuple(int(c) for c in channels)
         layers: list[nn.Module] = [nn.AvgPool1d(stem_pool, stem_pool)] if stem_pool > 1 else []
@@ -92,6 +99,7 @@ class SpectralCNN(nn.Module):
         self.trunk = nn.Sequential(*layers, nn.Flatten())
         self.n_pix, self.n_out, self.in_channels, self.heteroscedastic = n_pix, n_out, in_channels, heteroscedastic
         self.channels, self.stem_pool = channels, int(stem_pool)
+        self.target_shift, self.target_scale = float(target_shift), float(target_scale)
         n_features = channels[-1] * conv_trunk_length(n_pix, len(channels), stem_pool)
         self.head = nn.Linear(n_features, n_out * (2 if heteroscedastic else 1))
 
@@ -99,14 +107,17 @@ class SpectralCNN(nn.Module):
         out = self.head(self.trunk(x))
         if self.heteroscedastic:
             mean, log_var = out[:, : self.n_out], out[:, self.n_out:]
-            return mean, log_var.clamp(-20.0, 10.0)
+            return (self.target_shift + self.target_scale * mean,
+                    log_var.clamp(-20.0, 10.0) + 2.0 * math.log(self.target_scale))
+        if self.target_shift or self.target_scale != 1.0:
+            return self.target_shift + self.target_scale * out
         return out
 
     def config(self) -> dict:
         """The constructor arguments (what a weights file stores to rebuild the network)."""
         return {"n_pix": self.n_pix, "n_out": self.n_out, "in_channels": self.in_channels,
                 "heteroscedastic": self.heteroscedastic, "channels": list(self.channels),
-                "stem_pool": self.stem_pool}
+                "stem_pool": self.stem_pool, "target_shift": self.target_shift, "target_scale": self.target_scale}
 
 
 def gaussian_nll(mean: torch.Tensor, log_var: torch.Tensor, target: torch.Tensor, beta: float = 0.0) -> torch.Tensor:
