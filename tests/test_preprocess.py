@@ -48,3 +48,24 @@ def test_masked_pixels_are_bridged_not_used():
     assert (coverage[0, gap] == 0).all() and (coverage[0, ~gap] > 0).all()
     empty, cov = to_model_grid(flux, np.zeros_like(flux), mask, wave)
     assert (empty == 0).all() and (cov == 0).all()
+
+
+def test_vectorised_rows_equal_np_interp_and_gappy_rows_use_their_good_pixels():
+    """The whole-block fast path (rows without gaps) gives np.interp's values; rows with gaps are bridged."""
+    from survey_ml.preprocess.spectra import MODEL_WAVELENGTH, to_model_grid
+    from survey_ml.wavelength import LAMOST_LRS_GRID
+
+    wave = LAMOST_LRS_GRID.wavelength()
+    rng = np.random.default_rng(1)
+    flux = rng.normal(10, 2, (40, wave.size)).astype(np.float32)
+    ivar = np.ones_like(flux)
+    mask = np.zeros(flux.shape, dtype=np.uint32)
+    mask[5, 1200:1230] = 1          # a gap inside the model range
+    ivar[6, 2000] = 0.0             # one dead pixel
+    flux[7, 3000] = np.nan          # a NaN
+    model, coverage = to_model_grid(flux, ivar, mask, wave)
+    for i in range(40):
+        good = (ivar[i] > 0) & (mask[i] == 0) & np.isfinite(flux[i])
+        expected = np.interp(MODEL_WAVELENGTH, wave[good], flux[i, good])
+        np.testing.assert_allclose(model[i], expected, rtol=1e-5, atol=1e-5)
+    assert (coverage[[0, 1, 8]] == 1).all() and coverage[5].min() == 0 and coverage[6].min() < 1

@@ -147,3 +147,24 @@ def test_shipped_weights_recover_metallicity_and_class_of_unseen_galaxies(small_
     guess = catalog["p_starforming"].to_numpy(float)[predicted] >= 0.5
     assert np.mean(guess == truth["starforming"].to_numpy(bool)[predicted]) > 0.88
     assert report.mzr is not None and report.mzr["n"] > 50 and Path(report.outputs["mzr_plot"]).is_file()
+
+
+def test_masses_are_matched_by_obsid_or_within_one_arcsecond(tmp_path):
+    from astropy.table import Table
+
+    from survey_ml.pipeline import attach_masses
+
+    catalog = pd.DataFrame({"obsid": [1, 2, 3, 4], "ra": [10.0, 20.0, 30.0, 40.0], "dec": [0.0, 10.0, -5.0, 60.0]})
+    by_obsid = tmp_path / "truth.parquet"
+    pd.DataFrame({"obsid": [3, 1, 9], "log_mstar": [10.5, 9.2, 11.0]}).to_parquet(by_obsid)
+    np.testing.assert_array_equal(attach_masses(catalog, by_obsid), [9.2, np.nan, 10.5, np.nan])
+    # MPA-JHU style: positions, lgm_fib_p50, -9999 for missing; 0.5" matches, 3" does not
+    arcsec = 1 / 3600
+    mpa = Table({"RA": [10.0 + 0.5 * arcsec, 20.0, 30.0, 40.0 + 3 * arcsec / np.cos(np.radians(60))],
+                 "DEC": [0.0, 10.0 + 0.2 * arcsec, -5.0, 60.0], "LGM_FIB_P50": [9.8, -9999.0, 10.1, 10.9]})
+    mpa.write(tmp_path / "galspec.fits")
+    got = attach_masses(catalog, tmp_path / "galspec.fits", radius_arcsec=1.0)
+    np.testing.assert_allclose(got, [9.8, np.nan, 10.1, np.nan])
+    with pytest.raises(ValueError, match="no stellar-mass column"):
+        pd.DataFrame({"obsid": [1], "mass": [10.0]}).to_csv(tmp_path / "bad.csv", index=False)
+        attach_masses(catalog, tmp_path / "bad.csv")
