@@ -46,7 +46,7 @@ def matmul_peak_flops(threads: int, size: int = 2048, repeats: int = 10) -> floa
     return best
 
 
-def plain_loop(store: Path, weights: dict[str, str], threads: int, cuts: dict) -> tuple[int, float]:
+def plain_loop(store: Path, weights: dict[str, str], threads: int, cuts: dict, batch_size: int) -> tuple[int, float]:
     """Same arrays, same preprocessing and networks, one process, a for loop over the chunks."""
     import torch
     import zarr
@@ -70,7 +70,7 @@ def plain_loop(store: Path, weights: dict[str, str], threads: int, cuts: dict) -
         keep = keep_all[a:b]
         x = model_inputs(flux[keep], ivar[keep], mask[keep], wave, in_channels=2)
         for model in models:
-            forward_batches(model, x, 512)
+            forward_batches(model, x, batch_size)
         done += b - a
     return done, time.perf_counter() - start
 
@@ -115,13 +115,14 @@ def main() -> None:
         client.close()
 
     weights = {task: str(shipped_weights(task)) for task in ("metallicity", "sfclass")}
-    n_loop, t_loop = plain_loop(store, weights, cores, spec["cuts"])
+    batch_size = int(spec["tasks"]["metallicity"]["batch_size"])
+    n_loop, t_loop = plain_loop(store, weights, cores, spec["cuts"], batch_size)
     flops = sum(forward_flops(load_model(w, "cpu")[0]) for w in weights.values())
     peak = matmul_peak_flops(cores)
     predicted = sum(v for k, v in report.status_counts.items() if k in ("ok", "masked_values"))
     emit("run_catalog", {
         "n_rows": n_rows, "n_predicted": predicted, "chunk_rows": int(spec["ingest"]["chunk_rows"]),
-        "n_workers": n_workers, "threads_per_worker": 1, "status_counts": report.status_counts,
+        "n_workers": n_workers, "threads_per_worker": 1, "batch_size": batch_size, "status_counts": report.status_counts,
         "ingest_seconds": None if t_ingest is None else round(t_ingest, 1),
         "run_catalog": {"seconds_end_to_end": round(t_dask, 2), "spectra_per_s_end_to_end": round(n_rows / t_dask, 1),
                         "seconds_inference": round(t_infer, 2), "spectra_per_s_inference": round(n_rows / t_infer, 1)},

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,34 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+_HEAP_TUNED = False
+#: glibc ``mallopt`` parameter number of M_MMAP_THRESHOLD.
+_M_MMAP_THRESHOLD = -3
+
+
+def tune_heap_for_inference(threshold: int = 64 << 20) -> bool:
+    """Serve tensor-sized allocations from the heap, not fresh ``mmap`` calls (glibc only).
+
+    Dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_`` set, and setting any glibc
+    malloc threshold switches off glibc's adaptive mmap threshold: every allocation above
+    128 kB - each activation tensor of a forward pass - is then a new ``mmap`` whose pages
+    fault in again on every batch. Measured here: the CNNs ran 2.5x slower in a Dask
+    worker than in a plain process on the same thread count. Raising M_MMAP_THRESHOLD
+    restores plain-process speed; trimming of freed memory (what the nanny wants) is kept.
+    Returns whether the setting was applied.
+    """
+    global _HEAP_TUNED
+    if _HEAP_TUNED or not sys.platform.startswith("linux"):
+        return _HEAP_TUNED
+    try:
+        import ctypes
+
+        _HEAP_TUNED = bool(ctypes.CDLL("libc.so.6").mallopt(_M_MMAP_THRESHOLD, int(threshold)))
+    except (OSError, AttributeError):  # not glibc (musl, ...): nothing to tune
+        _HEAP_TUNED = False
+    return _HEAP_TUNED
+
+
 def load_model(weights: str | os.PathLike, device: str | torch.device | None = None):
     """The model of a weights file, built once per process and device, in eval mode.
 
@@ -93,6 +122,7 @@ def load_model(weights: str | os.PathLike, device: str | torch.device | None = N
     key = (sha, str(device))
     with _LOCK:
         if key not in _CACHE:
+            tune_heap_for_inference()
             payload = torch.load(weights, map_location="cpu", weights_only=True)
             model = ARCHITECTURES[payload["architecture"]](**payload["config"])
             model.load_state_dict(payload["state_dict"])

@@ -7,6 +7,7 @@ percentile band; ``plot_mzr`` draws it against Tremonti et al. (2004) on the sam
 """
 from __future__ import annotations
 
+import textwrap
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -168,7 +169,7 @@ def plot_mzr(fit: MZRFit, log_mstar: np.ndarray, oh12: np.ndarray, path: str | P
     ax.set_xlim(*fit.x_range)
     ax.set_xlabel("log(M*/Msun)")
     ax.set_ylabel("12 + log(O/H)")
-    ax.set_title(title or fit.summary(), fontsize=8)
+    ax.set_title(textwrap.fill(title or fit.summary(), 95), fontsize=8)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     path = Path(path)
