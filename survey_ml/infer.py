@@ -210,7 +210,7 @@ def starforming_probability(logits: np.ndarray) -> np.ndarray:
 
     Examples
     --------
-    >>> starforming_probability(np.array([[4.0, -4.0], [0.0, 0.0]])).round(3).tolist()
+    >>> [round(float(p), 3) for p in starforming_probability(np.array([[4.0, -4.0], [0.0, 0.0]]))]
     [0.982, 0.5]
     """
     s = 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))

@@ -139,13 +139,14 @@ def test_shipped_weights_recover_metallicity_and_class_of_unseen_galaxies(small_
     sf = truth["starforming"].to_numpy(bool) & predicted
     resid = catalog["oh12"].to_numpy(float)[sf] - truth["oh12"].to_numpy(float)[sf]
     assert sf.sum() > 150
-    # held-out figures of the shipped weights (bench/results/metallicity.json): bias ~0, sigma ~0.05
-    assert abs(resid.mean()) < 0.03
-    assert resid.std() < 0.09
+    # measured on this set: bias +0.007, sigma 0.039, 70% within 1 sigma, classifier 97.0%
+    # (bench/results/metallicity.json on 6,000 spectra: +0.002, 0.036, 70%, 97.3%)
+    assert abs(resid.mean()) < 0.02
+    assert resid.std() < 0.06            # the goal
     pull = np.abs(resid) / catalog["oh12_err"].to_numpy(float)[sf]
-    assert 0.5 < np.mean(pull < 1) < 0.9
+    assert 0.55 < np.mean(pull < 1) < 0.85
     guess = catalog["p_starforming"].to_numpy(float)[predicted] >= 0.5
-    assert np.mean(guess == truth["starforming"].to_numpy(bool)[predicted]) > 0.88
+    assert np.mean(guess == truth["starforming"].to_numpy(bool)[predicted]) > 0.93
     assert report.mzr is not None and report.mzr["n"] > 50 and Path(report.outputs["mzr_plot"]).is_file()
 
 
