@@ -187,10 +187,14 @@ class RunReport:
     def summary(self) -> str:
         """The lines ``survey-ml run-catalog`` prints at the end."""
         t = self.timings
-        lines = [f"run-catalog {self.release}: {self.n_rows} rows -> {self.catalog_dir} "
-                 f"({self.parts_written} of {self.parts_total} parts written this run, the rest resumed)"]
-        for status, count in sorted(self.status_counts.items(), key=lambda kv: -kv[1]):
+        resumed = self.parts_total - self.parts_written
+        lines = [f"run-catalog {self.release}: {self.n_rows} rows -> {self.catalog_dir} ({self.parts_written} part"
+                 f"{'' if self.parts_written == 1 else 's'} written" + (f", {resumed} already done and kept)" if resumed else ")")]
+        counts = dict(self.status_counts)
+        n_flagged = counts.pop("sf_flag", 0)
+        for status, count in sorted(counts.items(), key=lambda kv: -kv[1]):
             lines.append(f"  {status:<14s} {count:8d}")
+        lines.append(f"  star-forming (sf_flag, p_starforming >= 0.85): {n_flagged}")
         rate = t.get("inference_rows_per_s")
         lines.append("  timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in t.items() if k.endswith("_s") is False
                                                and not k.endswith("per_s"))

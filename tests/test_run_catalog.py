@@ -169,3 +169,14 @@ def test_masses_are_matched_by_obsid_or_within_one_arcsecond(tmp_path):
     with pytest.raises(ValueError, match="no stellar-mass column"):
         pd.DataFrame({"obsid": [1], "mass": [10.0]}).to_csv(tmp_path / "bad.csv", index=False)
         attach_masses(catalog, tmp_path / "bad.csv")
+
+
+def test_real_lamost_files_run_through_and_stars_are_cut_by_redshift(real_fixtures, tmp_path, client):
+    """The two real LRS files (stars, z ~ 0) from a folder: read, kept, and cut - not predicted."""
+    report = run_catalog("dr10", input=real_fixtures / "lamost", out=tmp_path / "run", client=client, progress=False)
+    catalog = pd.read_parquet(report.catalog_dir).set_index("obsid")
+    assert sorted(catalog.index) == [101001, 101013]
+    assert catalog.loc[101001, "snr_r"] == pytest.approx(27.16, abs=0.01)
+    assert (catalog["status"] == "cut_z").all() and catalog["oh12"].isna().all()
+    assert "0.002" in catalog.loc[101013, "message"]
+    assert "part written" in report.summary()
