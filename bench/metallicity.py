@@ -43,7 +43,7 @@ def residual_metrics(r: np.ndarray, err: np.ndarray | None = None) -> dict:
         return {"n": int(ok.sum())}
     out = {"n": int(ok.sum()), "bias": round(float(r[ok].mean()), 4), "sigma": round(float(r[ok].std()), 4),
            "nmad": round(float(1.4826 * np.median(np.abs(r[ok] - np.median(r[ok])))), 4)}
-    if err is not None:
+    if err is not None and np.isfinite(np.asarray(err, dtype=float)[ok]).all():
         pull = np.abs(r[ok]) / np.asarray(err, dtype=float)[ok]
         out |= {"within_1sigma": round(float(np.mean(pull < 1)), 3), "within_2sigma": round(float(np.mean(pull < 2)), 3)}
     return out
