@@ -14,13 +14,12 @@ from __future__ import annotations
 import argparse
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from _common import emit
+from _common import emit, held_out_release, strong_line_metallicities
 
 SNR_BINS = [3, 5, 7, 10, 15, 25, np.inf]
 
@@ -41,41 +40,13 @@ def main() -> None:
     parser.add_argument("--cache", default=None, help="library cache (default $SURVEY_ML_CACHE or ~/.cache/survey_ml)")
     args = parser.parse_args()
 
-    import dask.array as da
-
-    from survey_ml.baseline import PP04, calibrate_strong_lines, strong_line_metallicity
     from survey_ml.cluster import connect
-    from survey_ml.simulate.library import LibraryConfig, build_library
-    from survey_ml.simulate.release import ObservationPlan, simulate_release
-    from survey_ml.spec import load_release_spec
-    from survey_ml.store import ingest, open_release
 
     work = Path(tempfile.mkdtemp(prefix="survey_ml_baseline_"))
-    spec = load_release_spec("dr10")
     client = connect(dashboard_address="127.0.0.1:0", quiet=True)
     try:
-        library = build_library(LibraryConfig(n=args.library_size, seed=0), cache_dir=args.cache, client=client)
-        mock = simulate_release(library, work / "mock", args.n, seed=11, plan=ObservationPlan.from_spec(spec),
-                                client=client)
-        ingest(mock.catalogue, work / "store", "dr10", client=client, chunk_rows=512)
-        release = open_release(work / "store")
-        sf_lib = library.truth[library.truth["starforming"]]
-        library_cal = calibrate_strong_lines(sf_lib["nii6584"], sf_lib["ha"], sf_lib["oiii5007"], sf_lib["hb"],
-                                             sf_lib["oh12"])
-        wave = release.wavelength()
-        z = da.from_array(release.objects["z"].to_numpy(), chunks=(release.array("flux").chunks[0],))
-        results, seconds = {}, {}
-        for cal in (PP04, library_cal):
-            def block(f, i, m, zz, cal=cal):
-                frame = strong_line_metallicity(wave, f, i, m, zz[:, 0], calibration=cal)
-                return frame[["oh12_n2", "oh12_o3n2"]].to_numpy(dtype=np.float64)
-
-            arrays = [release.array(a) for a in ("flux", "ivar", "mask")]
-            lazy = da.map_blocks(block, *arrays, z[:, None], dtype=np.float64,
-                                 chunks=(arrays[0].chunks[0], (2,)), meta=np.empty((0, 2)))
-            t = time.perf_counter()
-            results[cal.name] = lazy.compute()
-            seconds[cal.name] = time.perf_counter() - t
+        library, mock, release = held_out_release(work, args.library_size, args.n, args.cache, client)
+        results, seconds, library_cal = strong_line_metallicities(release, library)
         n_workers = len(client.scheduler_info()["workers"])
     finally:
         client.close()

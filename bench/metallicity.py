@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from _common import RESULTS, emit
+from _common import RESULTS, emit, held_out_release, strong_line_metallicities
 
 SNR_BINS = [3, 5, 7, 10, 15, 25, np.inf]
 Z_BINS = [0.002, 0.05, 0.1, 0.15, 0.2, 0.3]
@@ -116,27 +116,15 @@ def main() -> None:
     parser.add_argument("--compare", nargs="*", default=[], help="NAME=WEIGHTS of other metallicity weights")
     args = parser.parse_args()
 
-    import dask.array as da
-
-    from survey_ml.baseline import PP04, calibrate_strong_lines, strong_line_metallicity
     from survey_ml.cluster import connect
     from survey_ml.pipeline import run_catalog
     from survey_ml.relations import plot_mzr
-    from survey_ml.simulate.library import LibraryConfig, build_library
-    from survey_ml.simulate.release import ObservationPlan, simulate_release
-    from survey_ml.spec import load_release_spec
-    from survey_ml.store import ingest, open_release
 
     work = Path(tempfile.mkdtemp(prefix="survey_ml_metallicity_"))
-    spec = load_release_spec("dr10")
     client = connect(dashboard_address="127.0.0.1:0", quiet=True)
     results: dict = {}
     try:
-        library = build_library(LibraryConfig(n=args.library_size, seed=0), cache_dir=args.cache, client=client)
-        mock = simulate_release(library, work / "mock", args.n, seed=11, plan=ObservationPlan.from_spec(spec),
-                                client=client)
-        ingest(mock.catalogue, work / "store", "dr10", client=client, chunk_rows=512)
-        release = open_release(work / "store")
+        library, mock, release = held_out_release(work, args.library_size, args.n, args.cache, client)
         truth = pd.read_parquet(mock.truth).set_index("obsid").loc[release.objects["obsid"]].reset_index()
         t = time.perf_counter()
         report = run_catalog("dr10", store=work / "store", out=work / "run", client=client, masses=mock.truth,
@@ -152,26 +140,15 @@ def main() -> None:
             results[name] = evaluate(pd.read_parquet(other.catalog_dir), truth)
             results[name].pop("classifier")
 
-        # The strong-line baseline on the same spectra (PP04 and calibrated on the training library).
-        sf_lib = library.truth[library.truth["starforming"]]
-        library_cal = calibrate_strong_lines(sf_lib["nii6584"], sf_lib["ha"], sf_lib["oiii5007"], sf_lib["hb"],
-                                             sf_lib["oh12"])
-        wave = release.wavelength()
-        arrays = [release.array(a) for a in ("flux", "ivar", "mask")]
-        zz = da.from_array(release.objects["z"].to_numpy(), chunks=(arrays[0].chunks[0],))
-        for cal in (PP04, library_cal):
-            def block(f, i, m, z, cal=cal):
-                frame = strong_line_metallicity(wave, f, i, m, z[:, 0], calibration=cal)
-                return frame[["oh12_n2", "oh12_o3n2"]].to_numpy(dtype=np.float64)
-
-            values = da.map_blocks(block, *arrays, zz[:, None], dtype=np.float64, chunks=(arrays[0].chunks[0], (2,)),
-                                   meta=np.empty((0, 2))).compute()
-            sf = truth["starforming"].to_numpy(bool)
-            snr = release.objects["snrr"].to_numpy(float)
-            main = sf & (snr >= 3) & (snr < 30)
+        # The strong-line baseline on the same spectra (PP04 and calibrated on the library).
+        baseline, _, _ = strong_line_metallicities(release, library)
+        sf = truth["starforming"].to_numpy(bool)
+        snr = release.objects["snrr"].to_numpy(float)
+        main = sf & (snr >= 3) & (snr < 30)
+        for cal_name, values in baseline.items():
             for k, index in enumerate(("n2", "o3n2")):
                 resid = values[:, k] - truth["oh12"].to_numpy(float)
-                results[f"baseline_{cal.name}_{index}"] = {
+                results[f"baseline_{cal_name}_{index}"] = {
                     "snr_3_30": residual_metrics(resid[main]), "by_snr_r": binned(resid[sf], snr[sf], SNR_BINS),
                     "completeness": round(float(np.isfinite(resid[main]).mean()), 3)}
     finally:

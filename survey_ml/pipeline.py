@@ -196,8 +196,7 @@ class RunReport:
             lines.append(f"  {status:<14s} {count:8d}")
         lines.append(f"  star-forming (sf_flag, p_starforming >= 0.85): {n_flagged}")
         rate = t.get("inference_rows_per_s")
-        lines.append("  timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in t.items() if k.endswith("_s") is False
-                                               and not k.endswith("per_s"))
+        lines.append("  timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in t.items() if not k.endswith("_per_s"))
                      + (f"; inference {rate:.0f} spectra/s" if rate else ""))
         if self.mzr:
             lines.append(f"  MZR ({self.mzr['n']} sf_flag galaxies): {self.mzr['summary']}")
@@ -369,6 +368,7 @@ def run_catalog(release: str | os.PathLike = "dr10", *, input: str | os.PathLike
 
     from . import __version__
     from .cluster import connect, current_client
+    from .infer import weights_sha256
     from .relations import fit_mzr, plot_mzr
     from .spec import load_release_spec
     from .store import open_release
@@ -386,8 +386,6 @@ def run_catalog(release: str | os.PathLike = "dr10", *, input: str | os.PathLike
         timings["prepare"] = time.perf_counter() - t0
         data = open_release(store_path)
         resolved = _resolve_weights(spec, weights)
-        from .infer import weights_sha256
-
         provenance = {"version": __version__, "release": name, "spec": Path(spec["release"]["spec_path"]).name,
                       "spec_digest": _spec_digest(spec), "store": str(store_path.resolve()),
                       "weights_sha256": {t: weights_sha256(p) for t, p in resolved.items()},
