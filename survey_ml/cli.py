@@ -130,13 +130,27 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train a task's network from its recipe (the shipped one by default) and save the weights."""
-    from .train import train_task
+    from .train import load_recipe, train_task
+    from .train_redshift import train_redshift_task
 
+    redshift = "network" in load_recipe(args.recipe)   # redshift recipes name their network and setup
     client = _connect(args)
     try:
-        report = train_task(args.recipe, out=args.out, client=client, cache_dir=args.cache, progress=True)
+        if redshift:
+            report = train_redshift_task(args.recipe, out=args.out, client=client, cache_dir=args.cache,
+                                         progress=True)
+        else:
+            report = train_task(args.recipe, out=args.out, client=client, cache_dir=args.cache, progress=True)
     finally:
         client.close()
+    if redshift:
+        test = "; ".join(f"{k}: NMAD {v['nmad']:.5f}, eta {100 * v['eta']:.2f}%" for k, v in report["test"].items())
+        print(f"redshift ({report['recipe']['network']}, {report['recipe']['setup']}): {report['n_spectra']} spectra "
+              f"({report['n_train']} train / {report['n_val']} validation / {report['n_test']} test), best epoch "
+              f"{report['best_epoch']} of {report['epochs_run']}, {report['seconds']['training']:.0f} s training")
+        print(f"  held-out test: {test}")
+        print(f"  weights sha256 {report['weights_sha256'][:16]}...")
+        return 0
     test = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in report["test"].items())
     print(f"{report['task']}: {report['n_spectra']} spectra ({report['n_train']} train / {report['n_val']} validation / "
           f"{report['n_test']} test), best epoch {report['best_epoch']} of {report['epochs_run']}, "
@@ -207,8 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cluster_args(p)
     p.set_defaults(func=cmd_run_catalog)
 
-    p = sub.add_parser("train", help="train a network (metallicity, sfclass) from its recipe")
-    p.add_argument("recipe", help="task name (metallicity, sfclass: the shipped recipes) or a recipe TOML")
+    p = sub.add_parser("train", help="train a network (metallicity, sfclass, redshift, ...) from its recipe")
+    p.add_argument("recipe", help="recipe name in survey_ml/weights/ (metallicity, sfclass, redshift, "
+                                  "redshift_published, redshift_deimos, redshift_deimos_published) or a recipe TOML")
     p.add_argument("--out", default=None, help="weights file (default: the shipped <task>.pt beside the recipe)")
     p.add_argument("--cache", default=None, help="library cache folder (default $SURVEY_ML_CACHE or ~/.cache/survey_ml)")
     _add_cluster_args(p)

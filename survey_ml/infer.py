@@ -25,13 +25,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from .models.redshift_cnn import PublishedRedshiftCNN, RedshiftPDFNet
 from .models.spectral_cnn import SpectralCNN
 from .preprocess.spectra import model_inputs
 
 __all__ = ["weights_sha256", "save_weights", "load_model", "predict_spectra", "forward_batches",
            "starforming_probability", "cached_models", "shipped_weights", "WEIGHTS_DIR"]
 
-ARCHITECTURES = {"SpectralCNN": SpectralCNN}
+ARCHITECTURES = {"SpectralCNN": SpectralCNN, "RedshiftPDFNet": RedshiftPDFNet,
+                 "PublishedRedshiftCNN": PublishedRedshiftCNN}
 #: Where the trained weights and their training recipes ship, inside the package.
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 _CACHE: dict[tuple[str, str], tuple[torch.nn.Module, dict[str, Any]]] = {}
@@ -47,7 +49,7 @@ def weights_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def save_weights(model: SpectralCNN, path: str | os.PathLike, task: str, targets: list[str],
+def save_weights(model: torch.nn.Module, path: str | os.PathLike, task: str, targets: list[str],
                  extra: dict[str, Any] | None = None) -> Path:
     """Write ``model`` in the weights format above (plain tensors and primitives only)."""
     payload = {"task": task, "architecture": type(model).__name__,

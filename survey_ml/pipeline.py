@@ -9,7 +9,9 @@ One call does the whole job of a release spec (``catalogs/<release>.toml``)::
 The inference graph has one task per block of the store's ``dask.array`` (one Zarr chunk of
 rows, ``Release.array``): the task reads its chunk's flux, ivar and mask itself (so spectra
 never travel between workers) and runs :func:`catalog_chunk`, which preprocesses the chunk
-once (:func:`survey_ml.preprocess.spectra.model_inputs`), runs every task's network on it (the model cached per worker, :func:`survey_ml.infer.load_model`) and
+once (:func:`survey_ml.preprocess.spectra.model_inputs`), runs every task's network on it (the model cached per worker, :func:`survey_ml.infer.load_model`) - the
+redshift task (:func:`survey_ml.redshift.predict_redshifts`: ``z_cnn``, ``z_cnn_err``,
+``z_cnn_flag``, ``z_cnn_dchi2``) on the same arrays, so each chunk is read once - and
 writes the chunk's Parquet part atomically. Parts already written by the same weights,
 cuts and store are skipped, so re-running a command resumes it and never writes a row twice.
 
@@ -47,7 +49,8 @@ __all__ = ["run_catalog", "catalog_chunk", "RunReport", "CATALOG_COLUMNS", "atta
 CATALOG_COLUMNS: dict[str, str] = {
     "row": "int64", "obsid": "int64", "ra": "float64", "dec": "float64", "z": "float64", "snr_r": "float32",
     "coverage": "float32", "oh12": "float32", "oh12_err": "float32", "p_starforming": "float32",
-    "sf_flag": "bool", "status": "string", "message": "string",
+    "sf_flag": "bool", "z_cnn": "float64", "z_cnn_err": "float32", "z_cnn_flag": "int32", "z_cnn_dchi2": "float32",
+    "status": "string", "message": "string",
 }
 
 
@@ -55,7 +58,8 @@ CATALOG_COLUMNS: dict[str, str] = {
 def catalog_chunk(flux: np.ndarray, ivar: np.ndarray, mask: np.ndarray, objects: pd.DataFrame,
                   wavelength: np.ndarray, cuts: dict[str, float], weights: dict[str, str],
                   confidence: float = 0.85, min_coverage: float = 0.5, batch_size: int = 512,
-                  threads: int | None = None, device: str | None = None) -> pd.DataFrame:
+                  threads: int | None = None, device: str | None = None, redshift_refine: bool = True,
+                  redshift_batch_size: int = 256) -> pd.DataFrame:
     """Catalog rows of one chunk of a release store.
 
     Parameters
@@ -69,13 +73,17 @@ def catalog_chunk(flux: np.ndarray, ivar: np.ndarray, mask: np.ndarray, objects:
     cuts : dict
         The release spec's ``[cuts]``.
     weights : dict
-        Weights file per task: ``{"metallicity": path, "sfclass": path}`` (either may be absent).
+        Weights file per task: ``{"metallicity": path, "sfclass": path, "redshift": path}`` (any
+        may be absent). The redshift task runs on every usable row, whatever the cuts (they
+        select by the catalogue redshift, which it re-measures).
     confidence : float
         ``sf_flag = p_starforming >= confidence`` (the published rule: 0.85).
     min_coverage : float
         Least share of good model-grid pixels for a prediction.
     batch_size, threads, device
         Passed to the networks (see :func:`survey_ml.infer.predict_spectra`).
+    redshift_refine, redshift_batch_size
+        Passed to :func:`survey_ml.redshift.predict_redshifts`.
 
     Returns
     -------
@@ -86,6 +94,7 @@ def catalog_chunk(flux: np.ndarray, ivar: np.ndarray, mask: np.ndarray, objects:
 
     from .infer import _threads_for_this_worker, forward_batches, load_model, starforming_probability
     from .preprocess.spectra import model_inputs, select_rows
+    from .redshift import FLAGS, predict_redshifts
 
     n = len(objects)
     status = objects["status"].astype(str).to_numpy(dtype=object).copy()
@@ -102,8 +111,17 @@ def catalog_chunk(flux: np.ndarray, ivar: np.ndarray, mask: np.ndarray, objects:
     chosen = np.flatnonzero(usable & in_z & in_snr)
 
     out = {name: np.full(n, np.nan, dtype=np.float32) for name in ("coverage", "oh12", "oh12_err", "p_starforming")}
+    redshift = {"z_cnn": np.full(n, np.nan), "z_cnn_err": np.full(n, np.nan, dtype=np.float32),
+                "z_cnn_flag": np.full(n, FLAGS["NO_DATA"], dtype=np.int32),
+                "z_cnn_dchi2": np.full(n, np.nan, dtype=np.float32)}
+    if "redshift" in weights and usable.any():
+        rows = np.flatnonzero(usable)
+        zres = predict_redshifts(flux[rows], ivar[rows], mask[rows], wavelength, weights["redshift"],
+                                 refine=redshift_refine, batch_size=redshift_batch_size, threads=threads, device=device)
+        for name in redshift:
+            redshift[name][rows] = zres[name].to_numpy()
     if chosen.size:
-        models = {task: load_model(path, device) for task, path in weights.items()}
+        models = {task: load_model(path, device) for task, path in weights.items() if task != "redshift"}
         channels = {info["config"]["in_channels"] for _, info in models.values()}
         torch.set_num_threads(threads or _threads_for_this_worker())
         x = model_inputs(flux[chosen], ivar[chosen], mask[chosen], wavelength, in_channels=2)
@@ -130,7 +148,7 @@ def catalog_chunk(flux: np.ndarray, ivar: np.ndarray, mask: np.ndarray, objects:
         "row": objects["row"].to_numpy(np.int64), "obsid": objects["obsid"].to_numpy(np.int64, na_value=-1),
         "ra": objects["ra"].to_numpy(float, na_value=np.nan), "dec": objects["dec"].to_numpy(float, na_value=np.nan),
         "z": z, "snr_r": snr.astype(np.float32), **out,
-        "sf_flag": np.nan_to_num(out["p_starforming"], nan=0.0) >= confidence,
+        "sf_flag": np.nan_to_num(out["p_starforming"], nan=0.0) >= confidence, **redshift,
         "status": status, "message": message})
     return frame.astype(CATALOG_COLUMNS)
 
@@ -192,9 +210,12 @@ class RunReport:
                  f"{'' if self.parts_written == 1 else 's'} written" + (f", {resumed} already done and kept)" if resumed else ")")]
         counts = dict(self.status_counts)
         n_flagged = counts.pop("sf_flag", 0)
+        n_reliable = counts.pop("z_cnn_reliable", None)
         for status, count in sorted(counts.items(), key=lambda kv: -kv[1]):
             lines.append(f"  {status:<14s} {count:8d}")
         lines.append(f"  star-forming (sf_flag, p_starforming >= 0.85): {n_flagged}")
+        if n_reliable is not None:
+            lines.append(f"  redshifts (z_cnn) with z_cnn_flag == 0: {n_reliable}")
         rate = t.get("inference_rows_per_s")
         lines.append("  timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in t.items() if not k.endswith("_per_s"))
                      + (f"; inference {rate:.0f} spectra/s" if rate else ""))
@@ -219,7 +240,7 @@ def _resolve_weights(spec: dict[str, Any], weights: dict[str, str] | None) -> di
 
     resolved = {}
     for task, table in spec.get("tasks", {}).items():
-        if task not in ("metallicity", "sfclass"):
+        if task not in ("metallicity", "sfclass", "redshift"):
             continue
         path = Path((weights or {}).get(task) or table["weights"])
         if not path.is_absolute() and not path.exists():
@@ -402,7 +423,9 @@ def run_catalog(release: str | os.PathLike = "dr10", *, input: str | os.PathLike
         options = {"cuts": spec.get("cuts", {}), "weights": resolved,
                    "confidence": float(task_spec.get("sfclass", {}).get("confidence", 0.85)),
                    "min_coverage": float(task_spec.get("metallicity", {}).get("min_coverage", 0.5)),
-                   "batch_size": int(task_spec.get("metallicity", {}).get("batch_size", 512))}
+                   "batch_size": int(task_spec.get("metallicity", {}).get("batch_size", 512)),
+                   "redshift_refine": bool(task_spec.get("redshift", {}).get("refine", True)),
+                   "redshift_batch_size": int(task_spec.get("redshift", {}).get("batch_size", 256))}
         t0 = time.perf_counter()
         results = _run_parts(data, todo, str(catalog_dir), provenance, options, client, progress)
         timings["inference"] = time.perf_counter() - t0
@@ -438,6 +461,8 @@ def run_catalog(release: str | os.PathLike = "dr10", *, input: str | os.PathLike
         timings["outputs"] = time.perf_counter() - t0
         counts = {str(k): int(v) for k, v in catalog["status"].value_counts().items()}
         counts["sf_flag"] = int(catalog["sf_flag"].sum())
+        if "redshift" in resolved:
+            counts["z_cnn_reliable"] = int((catalog["z_cnn_flag"] == 0).sum())
         report = RunReport(release=name, out=out, store=store_path, catalog_dir=catalog_dir, n_rows=data.n_rows,
                            parts_total=n_chunks, parts_written=len(todo), status_counts=counts, timings=timings,
                            outputs=outputs, mzr=mzr, dashboard=getattr(client, "dashboard_link", None),

@@ -21,7 +21,8 @@ no interpolation, one contiguous gather. Per spectrum, in batched matrix algebra
 
 1. a coarse scan: ``coarse_steps`` trials ``coarse_stride`` template pixels apart, centred on
    each candidate;
-2. a fine scan: 7 trials ``fine_stride`` template pixels apart around the best coarse trial;
+2. a fine scan: 7 trials ``fine_stride`` template pixels apart around the best coarse trial,
+   moved and repeated (up to ``max_recentre`` times) while its minimum is at its edge;
 3. a parabola through the fine minimum and its two neighbours gives ln(1 + z) and its error
    from the curvature (delta chi^2 = 1), inflated by sqrt(chi^2 per degree of freedom)
    when that exceeds one (template mismatch);
@@ -180,7 +181,7 @@ def _chi2(sw_flux: torch.Tensor, sw: torch.Tensor, sw_poly: torch.Tensor, pp: to
 
 def refine_redshifts(log_wave0: float, dlog_wave: float, flux: np.ndarray, ivar: np.ndarray,
                      candidates: np.ndarray, templates: TemplateSet, coarse_stride: int = 8, coarse_steps: int = 3,
-                     fine_stride: int = 2, n_poly: int = 3, batch: int = 32) -> RefineResult:
+                     fine_stride: int = 2, n_poly: int = 3, max_recentre: int = 3, batch: int = 32) -> RefineResult:
     """Refine candidate redshifts by a local template chi^2 (see the module docstring).
 
     Parameters
@@ -201,6 +202,8 @@ def refine_redshifts(log_wave0: float, dlog_wave: float, flux: np.ndarray, ivar:
         Template pixels between the 7 fine trials around the best coarse one.
     n_poly : int
         Legendre terms (orders 0 .. n_poly - 1) in the observed frame.
+    max_recentre : int
+        Times a fine scan whose minimum is at its edge is moved there and repeated.
     batch : int
         Spectra per batched solve (memory: batch x trials x pixels x templates floats).
 
@@ -259,8 +262,12 @@ def refine_redshifts(log_wave0: float, dlog_wave: float, flux: np.ndarray, ivar:
         valid = torch.isfinite(c) & torch.from_numpy(dof > 0)[:, None]
         centre = torch.round(offset - c.nan_to_num(0.0) / step).long()                  # (B, K) shifts
         trials = centre[:, :, None] - coarse[None, None, :]                              # (B, K, J)
-        chi = _chi2(sw_flux, sw, sw_poly, pp, fp, table, trials.reshape(len(c), -1), r).reshape(trials.shape)
-        chi = torch.where(valid[:, :, None], chi + fwf[:, None, None], torch.tensor(np.inf, dtype=chi.dtype))
+        # only real candidates are scanned: (spectrum, candidate) pairs, each with its J trials
+        pb, pk = torch.nonzero(valid, as_tuple=True)
+        chi = torch.full(trials.shape, np.inf, dtype=torch.float64)
+        if len(pb):
+            chi[pb, pk] = _chi2(sw_flux[pb], sw[pb], sw_poly[pb], pp[pb], fp[pb], table, trials[pb, pk], r) \
+                + fwf[pb, None]
         per_candidate = chi.min(dim=2)
         best_k = per_candidate.values.argmin(dim=1)
         rows = torch.arange(len(c))
@@ -268,6 +275,14 @@ def refine_redshifts(log_wave0: float, dlog_wave: float, flux: np.ndarray, ivar:
         fine_trials = best_coarse[:, None] + fine[None, :]
         chi_f = _chi2(sw_flux, sw, sw_poly, pp, fp, table, fine_trials, r) + fwf[:, None]
         raw_j = chi_f.argmin(dim=1)
+        for _ in range(max_recentre):  # a minimum at the scan's edge: move the fine scan there and look again
+            at_edge = torch.nonzero((raw_j == 0) | (raw_j == len(fine) - 1), as_tuple=True)[0]
+            if not len(at_edge):
+                break
+            fine_trials[at_edge] = fine_trials[at_edge, raw_j[at_edge]][:, None] + fine[None, :]
+            chi_f[at_edge] = _chi2(sw_flux[at_edge], sw[at_edge], sw_poly[at_edge], pp[at_edge], fp[at_edge], table,
+                                   fine_trials[at_edge], r) + fwf[at_edge, None]
+            raw_j = chi_f.argmin(dim=1)
         j = raw_j.clamp(1, len(fine) - 2)
         y0, y1, y2 = (chi_f[rows, j + d] for d in (-1, 0, 1))
         curvature = y0 - 2 * y1 + y2                                                     # per stride^2
