@@ -143,6 +143,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1500)
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--work", default=str(Path.home() / ".cache" / "survey_ml" / "bench-kinematics"))
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads for training")
     args = parser.parse_args()
     work = Path(args.work)
     client = connect(quiet=True)
@@ -157,7 +158,7 @@ def main() -> None:
     client.close()
     ok = prepared["status"] == "ok"
     psf_sigma = PSF_FWHM_ARCSEC / 2.3548 / prepared["pixel_scale_arcsec"]
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(args.threads)
     results, models = {}, {}
     for name, psf_aware in (("published", False), ("psf_aware", True)):
         config = KinematicTrainConfig(epochs=args.epochs, lr=1e-3, batch_size=32, psf_aware=psf_aware)

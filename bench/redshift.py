@@ -12,8 +12,10 @@ from the seed-1 library), observed in two setups:
 Methods, each timed on ONE core (torch / BLAS limited to one thread; CPU seconds of the
 process, so the other core's work does not count):
 
-``survey_ml``            the PDF network + template chi^2 refinement (``redshift.pt``), as run-catalog runs it;
+``survey_ml``            the PDF network as run-catalog runs it (``redshift.pt``: + template chi^2 refinement;
+                         ``redshift_deimos.pt``: the network alone, its recipe turns refinement off);
 ``survey_ml_network``    the PDF network alone (``refine=False``);
+``survey_ml_refined``    DEIMOS-like only: with the refinement forced on;
 ``published``            the published regression CNN (``redshift_published.pt``), trained on the same spectra;
 ``redrock``              redrock 0.21 (``bench/_redrock.py``): 10 PCA templates of 2,000 training-library
                          galaxies in redrock's template format, a Gaussian R = 1800 resolution matrix on
@@ -64,7 +66,7 @@ def _one_core() -> None:
     os.environ["OMP_NUM_THREADS"] = "1"
 
 
-def run_survey_ml(data, weights: Path, refine: bool) -> tuple[pd.DataFrame, float]:
+def run_survey_ml(data, weights: Path, refine: bool | None) -> tuple[pd.DataFrame, float]:
     from threadpoolctl import threadpool_limits
 
     from survey_ml.redshift import predict_redshifts
@@ -215,9 +217,11 @@ def main() -> None:
     for setup, d in data.items():
         preds[setup], seconds[setup], results[setup] = {}, {}, {}
         truths[setup] = d.truth["z_true"].to_numpy(float)
-        methods = {"survey_ml": lambda: run_survey_ml(d, WEIGHTS_DIR / weights[setup][0], True),
+        methods = {"survey_ml": lambda: run_survey_ml(d, WEIGHTS_DIR / weights[setup][0], None),
                    "survey_ml_network": lambda: run_survey_ml(d, WEIGHTS_DIR / weights[setup][0], False),
                    "published": lambda: run_published(d, WEIGHTS_DIR / weights[setup][1], setup)}
+        if setup == "deimos":  # refinement is off in the DEIMOS weights (worse there): measured all the same
+            methods["survey_ml_refined"] = lambda: run_survey_ml(d, WEIGHTS_DIR / weights[setup][0], True)
         for name, fn in [*methods.items(), ("redrock", None)]:
             cache = work / f"{setup}-{name}-{len(d.flux) if name != 'redrock' else redrock_n[setup]}.parquet"
             if cache.exists():

@@ -58,7 +58,7 @@ CATALOG_COLUMNS: dict[str, str] = {
 def catalog_chunk(flux: np.ndarray, ivar: np.ndarray, mask: np.ndarray, objects: pd.DataFrame,
                   wavelength: np.ndarray, cuts: dict[str, float], weights: dict[str, str],
                   confidence: float = 0.85, min_coverage: float = 0.5, batch_size: int = 512,
-                  threads: int | None = None, device: str | None = None, redshift_refine: bool = True,
+                  threads: int | None = None, device: str | None = None, redshift_refine: bool | None = None,
                   redshift_batch_size: int = 256) -> pd.DataFrame:
     """Catalog rows of one chunk of a release store.
 
@@ -424,7 +424,7 @@ def run_catalog(release: str | os.PathLike = "dr10", *, input: str | os.PathLike
                    "confidence": float(task_spec.get("sfclass", {}).get("confidence", 0.85)),
                    "min_coverage": float(task_spec.get("metallicity", {}).get("min_coverage", 0.5)),
                    "batch_size": int(task_spec.get("metallicity", {}).get("batch_size", 512)),
-                   "redshift_refine": bool(task_spec.get("redshift", {}).get("refine", True)),
+                   "redshift_refine": task_spec.get("redshift", {}).get("refine"),
                    "redshift_batch_size": int(task_spec.get("redshift", {}).get("batch_size", 256))}
         t0 = time.perf_counter()
         results = _run_parts(data, todo, str(catalog_dir), provenance, options, client, progress)

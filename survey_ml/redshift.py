@@ -100,7 +100,7 @@ def templates_of(info: dict) -> TemplateSet:
 
 
 def predict_redshifts(flux: np.ndarray, ivar: np.ndarray, mask: np.ndarray, wavelength: np.ndarray,
-                      weights: str | os.PathLike, refine: bool = True, batch_size: int = 256,
+                      weights: str | os.PathLike, refine: bool | None = None, batch_size: int = 256,
                       threads: int | None = None, device: str | None = None, n_candidates: int = 3,
                       min_probability: float = 1e-3) -> pd.DataFrame:
     """Redshift, error and reliability flag for a block of native-grid spectra.
@@ -113,8 +113,10 @@ def predict_redshifts(flux: np.ndarray, ivar: np.ndarray, mask: np.ndarray, wave
         (n_pix,) their grid (A).
     weights : path
         A redshift weights file (network, setup, templates).
-    refine : bool
-        Refine the network's candidates with the templates (default) or not.
+    refine : bool, optional
+        Refine the network's candidates with the templates or not; default the weights file's
+        choice (``refine.enabled`` of its recipe: on for LAMOST, off for the DEIMOS-like setup,
+        where it measured worse than the network alone - see the recipe).
     batch_size : int
         Spectra per forward pass.
     threads, device
@@ -140,6 +142,8 @@ def predict_redshifts(flux: np.ndarray, ivar: np.ndarray, mask: np.ndarray, wave
         return frame
     torch.set_num_threads(threads or _threads_for_this_worker())
     setup = setup_of(info["setup"])
+    if refine is None:
+        refine = bool(info.get("refine", {}).get("enabled", True))
     x = redshift_inputs(flux, ivar, mask, wavelength, setup)
     logits = forward_batches(model, x, batch_size).astype(np.float64)
     prob = np.exp(logits - logits.max(axis=1, keepdims=True))
