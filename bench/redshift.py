@@ -230,7 +230,10 @@ def main() -> None:
                 continue
             else:
                 if name == "redrock":
-                    pred, secs, info = run_redrock_on(d, setup, work, redrock_n[setup], workers=2)
+                    # redrock holds every template at every trial z on the data grid: ~12 GB per process for
+                    # the DEIMOS-like grid (2,640 z x 8,912 pixels), so one process there
+                    pred, secs, info = run_redrock_on(d, setup, work, redrock_n[setup],
+                                                      workers=1 if setup == "deimos" else 2)
                     results[setup]["redrock_setup"] = info
                 else:
                     pred, secs = fn()
