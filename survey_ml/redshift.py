@@ -33,8 +33,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .preprocess.redshift import RedshiftSetup, redshift_inputs, setup_of
-from .preprocess.spectra import to_model_grid
+from .preprocess.redshift import RedshiftSetup, on_setup_grid, redshift_inputs, setup_of
 from .templates import TemplateSet, refine_redshifts
 
 __all__ = ["predict_redshifts", "pdf_candidates", "FLAGS", "REDSHIFT_COLUMNS", "log_grid_spectra", "templates_of"]
@@ -82,7 +81,7 @@ def log_grid_spectra(flux: np.ndarray, ivar: np.ndarray, mask: np.ndarray, wavel
     On the setup's own grid (the LAMOST store) this returns the input values unchanged.
     """
     grid = setup.wavelength
-    model_flux, coverage = to_model_grid(flux, ivar, mask, wavelength, grid)
+    model_flux, coverage = on_setup_grid(flux, ivar, mask, wavelength, setup)
     wavelength = np.asarray(wavelength, dtype=float)
     if wavelength.size == grid.size and np.allclose(wavelength, grid, rtol=1e-9):
         model_ivar = np.asarray(ivar, dtype=np.float32)
@@ -102,7 +101,7 @@ def templates_of(info: dict) -> TemplateSet:
 def predict_redshifts(flux: np.ndarray, ivar: np.ndarray, mask: np.ndarray, wavelength: np.ndarray,
                       weights: str | os.PathLike, refine: bool | None = None, batch_size: int = 256,
                       threads: int | None = None, device: str | None = None, n_candidates: int = 3,
-                      min_probability: float = 1e-3) -> pd.DataFrame:
+                      min_probability: float = 1e-3, refine_options: dict | None = None) -> pd.DataFrame:
     """Redshift, error and reliability flag for a block of native-grid spectra.
 
     Parameters
@@ -127,6 +126,9 @@ def predict_redshifts(flux: np.ndarray, ivar: np.ndarray, mask: np.ndarray, wave
         rules out costs time and, measured, gains nothing).
     min_probability : float
         Least probability near a rival peak for it to be scanned.
+    refine_options : dict, optional
+        Overrides of the weights file's scan settings (``coarse_stride``, ``coarse_steps``,
+        ``fine_stride``, ``fine_steps``, ``n_poly``).
 
     Returns
     -------
@@ -157,11 +159,12 @@ def predict_redshifts(flux: np.ndarray, ivar: np.ndarray, mask: np.ndarray, wave
     flag = np.zeros(n, dtype=np.int32)
     if refine:
         log_flux, log_ivar = log_grid_spectra(flux, ivar, mask, wavelength, setup)
-        options = info.get("refine", {})
+        options = {**info.get("refine", {}), **(refine_options or {})}
         fit = refine_redshifts(math.log(setup.wavelength[0]), setup.grid.coeff1 * math.log(10.0), log_flux, log_ivar,
                                cand, templates_of(info), coarse_stride=int(options.get("coarse_stride", 8)),
                                coarse_steps=int(options.get("coarse_steps", 5)),
-                               fine_stride=int(options.get("fine_stride", 2)), n_poly=int(options.get("n_poly", 3)))
+                               fine_stride=int(options.get("fine_stride", 2)),
+                               fine_steps=int(options.get("fine_steps", 7)), n_poly=int(options.get("n_poly", 3)))
         z, z_err, dchi2 = fit.z, fit.z_err, fit.delta_chi2
         flag |= np.where(np.nan_to_num(dchi2, nan=0.0, posinf=np.inf) < 9.0, FLAGS["SMALL_DELTA_CHI2"], 0)
         flag |= np.where(fit.edge, FLAGS["EDGE"], 0)

@@ -21,7 +21,7 @@ no interpolation, one contiguous gather. Per spectrum, in batched matrix algebra
 
 1. a coarse scan: ``coarse_steps`` trials ``coarse_stride`` template pixels apart, centred on
    each candidate;
-2. a fine scan: 7 trials ``fine_stride`` template pixels apart around the best coarse trial,
+2. a fine scan: ``fine_steps`` trials ``fine_stride`` template pixels apart around the best coarse trial,
    moved and repeated (up to ``max_recentre`` times) while its minimum is at its edge;
 3. a parabola through the fine minimum and its two neighbours gives ln(1 + z) and its error
    from the curvature (delta chi^2 = 1), inflated by sqrt(chi^2 per degree of freedom)
@@ -181,7 +181,8 @@ def _chi2(sw_flux: torch.Tensor, sw: torch.Tensor, sw_poly: torch.Tensor, pp: to
 
 def refine_redshifts(log_wave0: float, dlog_wave: float, flux: np.ndarray, ivar: np.ndarray,
                      candidates: np.ndarray, templates: TemplateSet, coarse_stride: int = 8, coarse_steps: int = 3,
-                     fine_stride: int = 2, n_poly: int = 3, max_recentre: int = 3, batch: int = 32) -> RefineResult:
+                     fine_stride: int = 2, fine_steps: int = 7, n_poly: int = 3, max_recentre: int = 3,
+                     batch: int = 8) -> RefineResult:
     """Refine candidate redshifts by a local template chi^2 (see the module docstring).
 
     Parameters
@@ -199,7 +200,9 @@ def refine_redshifts(log_wave0: float, dlog_wave: float, flux: np.ndarray, ivar:
     coarse_steps : int
         Coarse trials per candidate (odd: centred on it).
     fine_stride : int
-        Template pixels between the 7 fine trials around the best coarse one.
+        Template pixels between the fine trials around the best coarse one.
+    fine_steps : int
+        Fine trials (odd, at least 3).
     n_poly : int
         Legendre terms (orders 0 .. n_poly - 1) in the observed frame.
     max_recentre : int
@@ -233,7 +236,7 @@ def refine_redshifts(log_wave0: float, dlog_wave: float, flux: np.ndarray, ivar:
     poly = torch.from_numpy(_legendre(n_pix, n_poly)).float()
     half = coarse_steps // 2
     coarse = coarse_stride * torch.arange(-half, half + 1)
-    fine = fine_stride * torch.arange(-3, 4)
+    fine = fine_stride * torch.arange(-(fine_steps // 2), fine_steps // 2 + 1)
     step = templates.dloglam
     offset = (log_wave0 - templates.loglam0) / step          # shift s = offset - ln(1+z) / step
     out = {name: np.full(n, np.nan) for name in ("z", "z_err", "chi2", "dof", "delta_chi2")}

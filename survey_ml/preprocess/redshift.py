@@ -29,7 +29,7 @@ import numpy as np
 from ..wavelength import LogLinearGrid
 from .spectra import minmax_normalise, to_model_grid
 
-__all__ = ["RedshiftSetup", "SETUPS", "redshift_inputs", "published_redshift_inputs", "setup_of"]
+__all__ = ["RedshiftSetup", "SETUPS", "redshift_inputs", "published_redshift_inputs", "setup_of", "on_setup_grid"]
 
 
 @dataclass(frozen=True)
@@ -118,12 +118,26 @@ def redshift_inputs(flux: np.ndarray, ivar: np.ndarray, mask: np.ndarray, wavele
     ((2, 2, 3950), 0.881, 4.61, 1.0)
     """
     setup = setup_of(setup)
-    model_flux, coverage = to_model_grid(flux, ivar, mask, wavelength, setup.wavelength)
+    model_flux, coverage = on_setup_grid(flux, ivar, mask, wavelength, setup)
     good = coverage > 0.5
-    scale = np.array([np.median(np.abs(row[g])) if g.any() else 1.0 for row, g in zip(model_flux, good)])
+    with np.errstate(all="ignore"):
+        scale = np.nanmedian(np.where(good, np.abs(model_flux), np.nan), axis=1) if len(model_flux) else np.ones(0)
     scale = np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)
     x0 = np.where(good, np.arcsinh(model_flux / scale[:, None]), 0.0)
     return np.ascontiguousarray(np.stack([x0, coverage], axis=1), dtype=np.float32)
+
+
+def on_setup_grid(flux: np.ndarray, ivar: np.ndarray, mask: np.ndarray, wavelength: np.ndarray,
+                  setup: RedshiftSetup) -> tuple[np.ndarray, np.ndarray]:
+    """Flux and good-pixel coverage on the setup's grid (:func:`to_model_grid`; on the setup's
+    own grid - a LAMOST store - the values themselves, with no interpolation to do)."""
+    grid = setup.wavelength
+    wavelength = np.asarray(wavelength, dtype=float)
+    if wavelength.size == grid.size and np.allclose(wavelength, grid, rtol=1e-9):
+        flux = np.asarray(flux)
+        good = (np.asarray(ivar) > 0) & (np.asarray(mask) == 0) & np.isfinite(flux)
+        return np.where(good, flux, 0.0).astype(np.float32), good.astype(np.float32)
+    return to_model_grid(flux, ivar, mask, wavelength, grid)
 
 
 def published_redshift_inputs(flux: np.ndarray, ivar: np.ndarray, mask: np.ndarray, wavelength: np.ndarray,
