@@ -161,7 +161,7 @@ def physical_samples(draws: dict[str, np.ndarray], velocity_scale_kms: np.ndarra
     ...      "vmax_unit": np.array([[1.5]]), "r_turn_pix": np.array([[2.0]])}
     >>> p = physical_samples(d, np.array([100.0]), np.array([0.5]))
     >>> float(p["vmax_kms"][0, 0]), float(p["r_scale_arcsec"][0, 0]), round(float(p["v22_kms"][0, 0]), 1)
-    (150.0, 2.0, 141.2)
+    (150.0, 2.0, 128.7)
     """
     v = np.asarray(velocity_scale_kms, dtype=float)[:, None]
     s = np.asarray(pixel_scale_arcsec, dtype=float)[:, None]

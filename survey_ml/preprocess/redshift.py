@@ -22,6 +22,7 @@ the sign of noise kept - a min-max scaling would let one sky-residual spike set 
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -120,7 +121,8 @@ def redshift_inputs(flux: np.ndarray, ivar: np.ndarray, mask: np.ndarray, wavele
     setup = setup_of(setup)
     model_flux, coverage = on_setup_grid(flux, ivar, mask, wavelength, setup)
     good = coverage > 0.5
-    with np.errstate(all="ignore"):
+    with warnings.catch_warnings():  # a row without good pixels has no median: it gets scale 1
+        warnings.simplefilter("ignore", RuntimeWarning)
         scale = np.nanmedian(np.where(good, np.abs(model_flux), np.nan), axis=1) if len(model_flux) else np.ones(0)
     scale = np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)
     x0 = np.where(good, np.arcsinh(model_flux / scale[:, None]), 0.0)
