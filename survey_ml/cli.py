@@ -133,9 +133,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .train import load_recipe, train_task
     from .train_redshift import train_redshift_task
 
-    redshift = "network" in load_recipe(args.recipe)   # redshift recipes name their network and setup
+    recipe = load_recipe(args.recipe)
+    redshift = "network" in recipe   # redshift recipes name their network and setup
     client = _connect(args)
     try:
+        if recipe.get("task") == "kinematics":
+            from .kinematics import train_kinematics_task
+
+            report = train_kinematics_task(args.recipe, out=args.out, client=client, cache_dir=args.cache,
+                                           progress=True)
+            print(f"kinematics ({report['mock']['survey']}): best epoch {report['best_epoch']} of "
+                  f"{report['epochs_run']}; on its training release {report['training_release_figures']}")
+            return 0
         if redshift:
             report = train_redshift_task(args.recipe, out=args.out, client=client, cache_dir=args.cache,
                                          progress=True)
@@ -167,7 +176,7 @@ def cmd_run_catalog(args: argparse.Namespace) -> int:
     client = _connect(args)
     try:
         report = run_catalog(args.release, input=args.input, store=args.store, out=args.out, client=client,
-                             masses=args.masses, n_mock=args.n_mock, progress=True)
+                             masses=args.masses, n_mock=args.n_mock, catalogue=args.catalogue, progress=True)
     finally:
         client.close()
     print(report.summary())
@@ -208,7 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cluster_args(p)
     p.set_defaults(func=cmd_simulate)
 
-    p = sub.add_parser("run-catalog", help="release -> metallicity catalog (Parquet + FITS) -> MZR fit and plot")
+    p = sub.add_parser("run-catalog", help="release -> catalog (Parquet + FITS) -> relations: dr10 (metallicity, "
+                                            "redshift, MZR), sami-dr3 / manga-dr17 (kinematics, TFR)")
     p.add_argument("release", help="release spec name (dr10) or a TOML path")
     p.add_argument("--input", default=None,
                    help="survey files to ingest (folder, catalogue or file list); with neither --input nor "
@@ -218,6 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--masses", default=None,
                    help="stellar-mass table for the MZR (obsid or ra/dec + log_mstar or MPA-JHU lgm_fib_p50)")
     p.add_argument("--n-mock", type=int, default=None, help="size of the default mock release")
+    p.add_argument("--catalogue", default=None,
+                   help="IFU releases: DRPall (MaNGA) or SAMI catalogue to join (default: the spec's, in --input)")
     _add_cluster_args(p)
     p.set_defaults(func=cmd_run_catalog)
 

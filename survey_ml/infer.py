@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .models.kinematics import KinematicModel
 from .models.redshift_cnn import PublishedRedshiftCNN, RedshiftPDFNet
 from .models.spectral_cnn import SpectralCNN
 from .preprocess.spectra import model_inputs
@@ -33,7 +34,7 @@ __all__ = ["weights_sha256", "save_weights", "load_model", "predict_spectra", "f
            "starforming_probability", "cached_models", "shipped_weights", "WEIGHTS_DIR"]
 
 ARCHITECTURES = {"SpectralCNN": SpectralCNN, "RedshiftPDFNet": RedshiftPDFNet,
-                 "PublishedRedshiftCNN": PublishedRedshiftCNN}
+                 "PublishedRedshiftCNN": PublishedRedshiftCNN, "KinematicModel": KinematicModel}
 #: Where the trained weights and their training recipes ship, inside the package.
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 _CACHE: dict[tuple[str, str], tuple[torch.nn.Module, dict[str, Any]]] = {}

@@ -353,7 +353,8 @@ def attach_masses(catalog: pd.DataFrame, masses: str | os.PathLike, radius_arcse
 def run_catalog(release: str | os.PathLike = "dr10", *, input: str | os.PathLike | None = None,
                 store: str | os.PathLike | None = None, out: str | os.PathLike | None = None, client=None,
                 masses: str | os.PathLike | None = None, weights: dict[str, str] | None = None,
-                n_mock: int | None = None, progress: bool = True) -> RunReport:
+                n_mock: int | None = None, catalogue: str | os.PathLike | None = None,
+                progress: bool = True) -> RunReport:
     """Run a release spec end to end: (mock or ingest) -> inference -> catalog -> MZR -> report.
 
     Parameters
@@ -378,12 +379,16 @@ def run_catalog(release: str | os.PathLike = "dr10", *, input: str | os.PathLike
         Weights file per task, overriding the spec's (the shipped weights).
     n_mock : int, optional
         Size of the default mock release (default: the spec's ``n_spectra``).
+    catalogue : path, optional
+        IFU releases (``kind = "ifu"``: MaNGA, SAMI): the DRPall / SAMI catalogue to join
+        (default: the spec's ``catalogue`` inside ``input``).
     progress : bool
         Progress bars.
 
     Returns
     -------
     RunReport
+        (:class:`survey_ml.ifu_pipeline.IFURunReport` for an IFU release).
     """
     import dask
 
@@ -402,6 +407,11 @@ def run_catalog(release: str | os.PathLike = "dr10", *, input: str | os.PathLike
     client = connect(quiet=not progress) if own_client else current_client(client)
     timings: dict[str, float] = {}
     try:
+        if spec["release"].get("kind") == "ifu":  # MaNGA / SAMI: maps -> kinematic catalog + TFR
+            from .ifu_pipeline import run_ifu_catalog
+
+            return run_ifu_catalog(spec, input=input, store=store, out=out, client=client, catalogue=catalogue,
+                                   n_mock=n_mock, progress=progress)
         t0 = time.perf_counter()
         store_path, truth = prepare_store(spec, out, input, store, client, n_mock, progress)
         timings["prepare"] = time.perf_counter() - t0
