@@ -49,6 +49,13 @@ KINEMATIC_COLUMNS: dict[str, str] = {
 FLAG = {"NOT_PREPARED": 1, "LOW_INCLINATION": 2, "POOR_FIT": 4, "NO_MASS": 8}
 
 
+def _field_of_view(galaxies: pd.DataFrame) -> np.ndarray:
+    """Each galaxy's own field (arcsec): its true map size, not the store's padded one."""
+    size = np.fmax(galaxies["ny"].to_numpy(float), galaxies["nx"].to_numpy(float))
+    fov = size * galaxies["pixel_scale"].to_numpy(float)
+    return np.where(np.isfinite(fov) & (fov > 0), fov, 25.0)
+
+
 def _deprojected_radius(shape: tuple[int, int], pixel_scale: float, pa_deg: float, inc_deg: float) -> np.ndarray:
     """Radius in the disc plane (arcsec) of every spaxel, centre at the map's middle."""
     ny, nx = shape
@@ -81,8 +88,8 @@ def kinematics_chunk(block: dict[str, np.ndarray], galaxies: pd.DataFrame, weigh
     pixel_scale = galaxies["pixel_scale"].to_numpy(float)
     prepared = prepare_galaxies({"flux": block["flux"], "flux_err": block["flux_err"],
                                  "velocity": block["velocity"], "velocity_err": block["velocity_err"],
-                                 "good": block["good"] & usable[:, None, None], "pixel_scale": pixel_scale},
-                                **(prepare or {}))
+                                 "good": block["good"] & usable[:, None, None], "pixel_scale": pixel_scale,
+                                 "fov_arcsec": _field_of_view(galaxies)}, **(prepare or {}))
     status = np.where(usable, prepared["status"], galaxies["status"].astype(str).to_numpy()).astype(object)
     message = np.where(usable, prepared["message"], galaxies["message"].astype("string").fillna("").to_numpy())
     ok = status == "ok"
@@ -149,7 +156,8 @@ def _prepare_task(store: str, start: int, stop: int, galaxies: pd.DataFrame,
     usable = galaxies["status"].astype(str).eq("ok").to_numpy()
     return prepare_galaxies({"flux": block["flux"], "flux_err": block["flux_err"], "velocity": block["velocity"],
                              "velocity_err": block["velocity_err"], "good": block["good"] & usable[:, None, None],
-                             "pixel_scale": galaxies["pixel_scale"].to_numpy(float)}, **prepare)
+                             "pixel_scale": galaxies["pixel_scale"].to_numpy(float),
+                             "fov_arcsec": _field_of_view(galaxies)}, **prepare)
 
 
 @dataclass
