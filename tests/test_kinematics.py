@@ -102,7 +102,8 @@ def test_self_supervised_training_recovers_vmax_and_mc_dropout_gives_errors():
 
 def test_model_shapes_and_parameter_ranges():
     net = KinematicModel(psf_aware=True)
-    params, m0, m1 = net(torch.rand(3, 64, 64), torch.rand(3, 64, 64) * 2 - 1, torch.full((3,), 1.5))
+    with torch.no_grad():
+        params, m0, m1 = net(torch.rand(3, 64, 64), torch.rand(3, 64, 64) * 2 - 1, torch.full((3,), 1.5))
     assert m0.shape == m1.shape == (3, 64, 64)
     assert float(m1.abs().max()) <= 1.0 and float(m0.max()) == 1.0
     assert (params["inclination_deg"] >= 5).all() and (params["inclination_deg"] <= 89).all()
