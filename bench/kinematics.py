@@ -39,24 +39,13 @@ REAL = Path(os.environ.get("SURVEY_ML_REAL_FIXTURES", Path(__file__).resolve().p
                            / "real"))
 
 
-def _prepare_block(paths: list[str]) -> dict:
-    from survey_ml.io.sami import read_sami_maps
-    from survey_ml.preprocess.maps import prepare_galaxies
-
-    galaxies = []
-    for path in paths:
-        maps = read_sami_maps(path)
-        galaxies.append({"flux": maps.flux, "flux_err": maps.flux_err, "velocity": maps.velocity,
-                         "velocity_err": maps.velocity_err, "good": maps.good, "pixel_scale": maps.pixel_scale})
-    return prepare_galaxies(galaxies)
-
-
 def prepare_release(files: list[str], client) -> tuple[dict, float]:
     from survey_ml.cluster import run_blocks
+    from survey_ml.kinematics import prepare_map_files
 
     t0 = time.perf_counter()
-    blocks = [(files[a: a + 50],) for a in range(0, len(files), 50)]
-    parts = run_blocks(_prepare_block, blocks, client)
+    blocks = [(files[a: a + 50], "sami") for a in range(0, len(files), 50)]
+    parts = run_blocks(prepare_map_files, blocks, client)
     seconds = time.perf_counter() - t0
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}, seconds
 

@@ -29,7 +29,7 @@ import torch
 from .models.kinematics import PARAMETERS, KinematicModel, masked_mse
 
 __all__ = ["KinematicTrainConfig", "train_kinematic_model", "mc_dropout", "physical_samples", "reconstruction_error",
-           "summarise", "train_kinematics_task"]
+           "summarise", "train_kinematics_task", "prepare_map_files"]
 
 
 @dataclass
@@ -197,8 +197,8 @@ def summarise(samples: dict[str, np.ndarray]) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- shipped weights
-def _prepare_files(paths: list[str], survey: str) -> dict[str, np.ndarray]:
-    """Read one block of IFU map files and prepare them (a Dask task)."""
+def prepare_map_files(paths: list[str], survey: str) -> dict[str, np.ndarray]:
+    """Read one block of IFU map files (SAMI H-alpha files or MaNGA MAPS) and prepare them (a Dask task)."""
     from .io.manga import read_manga_maps
     from .io.sami import read_sami_maps
     from .preprocess.maps import prepare_galaxies
@@ -244,7 +244,7 @@ def train_kinematics_task(task_or_path: str = "kinematics_sami", out=None, clien
                              progress=progress)
     truth = pd.read_parquet(root / "truth.parquet")
     files = [str(root / f) for f in truth["file"]]
-    parts = run_blocks(_prepare_files, [(files[a: a + 50], mock["survey"]) for a in range(0, len(files), 50)], client)
+    parts = run_blocks(prepare_map_files, [(files[a: a + 50], mock["survey"]) for a in range(0, len(files), 50)], client)
     prepared = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     t_data = time.perf_counter() - t0
     ok = prepared["status"] == "ok"
