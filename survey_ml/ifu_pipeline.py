@@ -280,7 +280,7 @@ def run_ifu_catalog(spec: dict[str, Any], *, input: str | os.PathLike | None = N
                                            for a, b in zip(bounds, bounds[1:])], client)
         prep = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
         ok = prep["status"] == "ok"
-        config = KinematicTrainConfig(epochs=int(task.get("epochs", 60)), psf_aware=bool(task.get("psf_aware", True)))
+        config = KinematicTrainConfig(epochs=int(task.get("epochs", 120)), psf_aware=bool(task.get("psf_aware", True)))
         result = train_kinematic_model(prep["m0"][ok], prep["m1"][ok], prep["mask"][ok],
                                        psf / 2.3548 / prep["pixel_scale_arcsec"][ok], config, progress=progress)
         weights = str(save_weights(result.model, out / "kinematics_solo.pt", "kinematics", ["params"],
