@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from _common import RESULTS, emit
+from _common import emit
 
 PSF_FWHM_ARCSEC = 2.0
 REAL = Path(os.environ.get("SURVEY_ML_REAL_FIXTURES", Path(__file__).resolve().parents[2] / "shared" / "fixtures"

@@ -79,17 +79,13 @@ def kinematics_chunk(block: dict[str, np.ndarray], galaxies: pd.DataFrame, weigh
 
     from .infer import _threads_for_this_worker, load_model
     from .kinematics import mc_dropout, physical_samples, reconstruction_error, summarise
-    from .preprocess.maps import prepare_galaxies
     from .relations import asymmetric_drift, mean_dispersion
 
     n = len(galaxies)
     torch.set_num_threads(threads or _threads_for_this_worker())
-    usable = galaxies["status"].astype(str).isin(["ok"]).to_numpy()
+    usable = galaxies["status"].astype(str).eq("ok").to_numpy()
     pixel_scale = galaxies["pixel_scale"].to_numpy(float)
-    prepared = prepare_galaxies({"flux": block["flux"], "flux_err": block["flux_err"],
-                                 "velocity": block["velocity"], "velocity_err": block["velocity_err"],
-                                 "good": block["good"] & usable[:, None, None], "pixel_scale": pixel_scale,
-                                 "fov_arcsec": _field_of_view(galaxies)}, **(prepare or {}))
+    prepared = _prepare_block(block, galaxies, prepare or {})
     status = np.where(usable, prepared["status"], galaxies["status"].astype(str).to_numpy()).astype(object)
     message = np.where(usable, prepared["message"], galaxies["message"].astype("string").fillna("").to_numpy())
     ok = status == "ok"
@@ -150,9 +146,15 @@ def _chunk_task(store: str, start: int, stop: int, galaxies: pd.DataFrame, chunk
 def _prepare_task(store: str, start: int, stop: int, galaxies: pd.DataFrame,
                   prepare: dict[str, float]) -> dict[str, np.ndarray]:
     from .ifu_store import open_ifu_release
+
+    return _prepare_block(open_ifu_release(store).read_block(start, stop), galaxies, prepare)
+
+
+def _prepare_block(block: dict[str, np.ndarray], galaxies: pd.DataFrame, prepare: dict[str, float]
+                   ) -> dict[str, np.ndarray]:
+    """:func:`survey_ml.preprocess.maps.prepare_galaxies` on a store block; rows not 'ok' get no good spaxel."""
     from .preprocess.maps import prepare_galaxies
 
-    block = open_ifu_release(store).read_block(start, stop)
     usable = galaxies["status"].astype(str).eq("ok").to_numpy()
     return prepare_galaxies({"flux": block["flux"], "flux_err": block["flux_err"], "velocity": block["velocity"],
                              "velocity_err": block["velocity_err"], "good": block["good"] & usable[:, None, None],

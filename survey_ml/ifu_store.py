@@ -55,7 +55,7 @@ from .io._fits import header_value, open_fits
 from .io.ifu import C_KMS, IFUCube, IFUMaps, pixel_scale_arcsec
 from .io.manga import DRP_DONOTUSE, log_mstar_h70, read_drpall, read_manga_maps
 from .io.sami import read_sami_catalogue, read_sami_maps
-from .store import IngestReport, _atomic_write_bytes, _blocks, discover_files
+from .store import _INT_MISSING, IngestReport, _atomic_write_bytes, _blocks, _typed_frame, discover_files
 
 __all__ = ["ingest_ifu", "open_ifu_release", "IFURelease", "moment_maps_from_cube", "discover_ifu_files",
            "MAP_ARRAYS", "MAP_VALUES", "PREPARE_INPUTS", "GALAXY_COLUMNS", "MAP_SIZES", "HALPHA_VACUUM"]
@@ -85,7 +85,6 @@ GALAXY_COLUMNS: dict[str, str] = {
 }
 #: Catalogue columns joined onto the rows (the catalogue wins over a file's own value).
 CATALOGUE_FIELDS = ("ra", "dec", "z", "log_mstar", "r_e_arcsec", "ellip", "pa_phot", "abs_mag_r")
-_INT_MISSING = -1
 _SAMI_NAME = re.compile(r"^(?P<catid>\d+)_(?P<cube>[A-Z])_(?P<quantity>[A-Za-z0-9-]+)_"
                         r"(?P<binning>default|adaptive|sectors)_(?P<components>1-comp|recom-comp)\.fits(\.gz)?$")
 _MANGA_NAME = re.compile(r"^manga-(?P<plate>\d+)-(?P<ifu>\d+)-(?P<kind>MAPS|LOGCUBE)(-[A-Za-z0-9-]+)?\.fits(\.gz)?$")
@@ -512,18 +511,7 @@ def _ingest_ifu_block(paths: Sequence[str], first_row: int, zarr_path: str, surv
     rows = slice(first_row, first_row + n)
     for name in MAP_ARRAYS:
         zarr.open_array(f"{zarr_path}/maps/{name}", mode="r+")[rows] = block[name]
-    return _typed(pd.DataFrame.from_records(records, columns=list(GALAXY_COLUMNS)))
-
-
-def _typed(df: pd.DataFrame) -> pd.DataFrame:
-    for col, dtype in GALAXY_COLUMNS.items():
-        if "int" in dtype:
-            df[col] = pd.to_numeric(df[col], errors="coerce").fillna(_INT_MISSING).astype(dtype)
-        elif "float" in dtype:
-            df[col] = pd.to_numeric(df[col], errors="coerce").astype(dtype)
-        else:
-            df[col] = df[col].astype("string")
-    return df
+    return _typed_frame(pd.DataFrame.from_records(records, columns=list(GALAXY_COLUMNS)), GALAXY_COLUMNS)
 
 
 def _join_catalogue(rows: pd.DataFrame, cat: pd.DataFrame | None) -> pd.DataFrame:
@@ -763,7 +751,7 @@ def ingest_ifu(source, store: str | os.PathLike, release: str, survey: str, *, c
     parts = run_blocks(_ingest_ifu_block, blocks, current_client(client), desc="ingest", progress=progress)
     new_rows = _join_catalogue(pd.concat(parts).sort_values("row").reset_index(drop=True), cat)
     combined = pd.concat([galaxies, new_rows], ignore_index=True) if len(galaxies) else new_rows
-    combined = _mark_duplicates(_typed(combined.reset_index(drop=True)))
+    combined = _mark_duplicates(_typed_frame(combined.reset_index(drop=True), GALAXY_COLUMNS))
     _write_galaxies(path, combined, release, survey)
     counts = combined.iloc[n0:]["status"].value_counts().to_dict()
     return IngestReport(path, len(files), n_new, len(combined), {str(k): int(v) for k, v in counts.items()},

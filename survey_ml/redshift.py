@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .preprocess.redshift import RedshiftSetup, on_setup_grid, redshift_inputs, setup_of
+from .preprocess.redshift import RedshiftSetup, on_setup_grid, scaled_inputs, setup_of
 from .templates import TemplateSet, refine_redshifts
 
 __all__ = ["predict_redshifts", "pdf_candidates", "FLAGS", "REDSHIFT_COLUMNS", "log_grid_spectra", "templates_of"]
@@ -80,14 +80,19 @@ def log_grid_spectra(flux: np.ndarray, ivar: np.ndarray, mask: np.ndarray, wavel
 
     On the setup's own grid (the LAMOST store) this returns the input values unchanged.
     """
-    grid = setup.wavelength
     model_flux, coverage = on_setup_grid(flux, ivar, mask, wavelength, setup)
+    return model_flux, _ivar_on_grid(ivar, wavelength, setup, coverage)
+
+
+def _ivar_on_grid(ivar: np.ndarray, wavelength: np.ndarray, setup: RedshiftSetup, coverage: np.ndarray) -> np.ndarray:
+    """ivar on the setup's grid, 0 wherever the coverage (:func:`on_setup_grid`) says a bad pixel contributes."""
+    grid = setup.wavelength
     wavelength = np.asarray(wavelength, dtype=float)
     if wavelength.size == grid.size and np.allclose(wavelength, grid, rtol=1e-9):
         model_ivar = np.asarray(ivar, dtype=np.float32)
     else:
         model_ivar = np.stack([np.interp(grid, wavelength, row) for row in np.asarray(ivar, dtype=np.float64)])
-    return model_flux, np.where(coverage >= 0.999, model_ivar, 0.0).astype(np.float32)
+    return np.where(coverage >= 0.999, model_ivar, 0.0).astype(np.float32)
 
 
 def templates_of(info: dict) -> TemplateSet:
@@ -146,7 +151,8 @@ def predict_redshifts(flux: np.ndarray, ivar: np.ndarray, mask: np.ndarray, wave
     setup = setup_of(info["setup"])
     if refine is None:
         refine = bool(info.get("refine", {}).get("enabled", True))
-    x = redshift_inputs(flux, ivar, mask, wavelength, setup)
+    grid_flux, coverage = on_setup_grid(flux, ivar, mask, wavelength, setup)   # once, for the network and the fit
+    x = scaled_inputs(grid_flux, coverage)
     logits = forward_batches(model, x, batch_size).astype(np.float64)
     prob = np.exp(logits - logits.max(axis=1, keepdims=True))
     prob /= prob.sum(axis=1, keepdims=True)
@@ -158,7 +164,7 @@ def predict_redshifts(flux: np.ndarray, ivar: np.ndarray, mask: np.ndarray, wave
     good_share = x[:, 1].mean(axis=1)
     flag = np.zeros(n, dtype=np.int32)
     if refine:
-        log_flux, log_ivar = log_grid_spectra(flux, ivar, mask, wavelength, setup)
+        log_flux, log_ivar = grid_flux, _ivar_on_grid(ivar, wavelength, setup, coverage)
         options = {**info.get("refine", {}), **(refine_options or {})}
         fit = refine_redshifts(math.log(setup.wavelength[0]), setup.grid.coeff1 * math.log(10.0), log_flux, log_ivar,
                                cand, templates_of(info), coarse_stride=int(options.get("coarse_stride", 8)),

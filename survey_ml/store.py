@@ -296,11 +296,12 @@ def _ingest_block(paths: Sequence[str], first_row: int, zarr_path: str, grid_dic
     rows = slice(first_row, first_row + n)
     for name in ARRAYS:
         zarr.open_array(f"{zarr_path}/spectra/{name}", mode="r+")[rows] = block[name]
-    return _typed_objects(pd.DataFrame.from_records(records, columns=list(OBJECT_COLUMNS)))
+    return _typed_frame(pd.DataFrame.from_records(records, columns=list(OBJECT_COLUMNS)))
 
 
-def _typed_objects(df: pd.DataFrame) -> pd.DataFrame:
-    for col, dtype in OBJECT_COLUMNS.items():
+def _typed_frame(df: pd.DataFrame, columns: dict[str, str] = OBJECT_COLUMNS) -> pd.DataFrame:
+    """``df`` with each of ``columns`` cast to its dtype (missing integers become -1, others NaN / <NA>)."""
+    for col, dtype in columns.items():
         if "int" in dtype:
             df[col] = pd.to_numeric(df[col], errors="coerce").fillna(_INT_MISSING).astype(dtype)
         elif "float" in dtype:
@@ -413,7 +414,7 @@ def ingest(source, store: str | os.PathLike, release: str = "release", *, client
     parts = run_blocks(_ingest_block, blocks, current_client(client), desc="ingest", progress=progress)
     new_objects = pd.concat(parts).sort_values("row")
     combined = pd.concat([objects, new_objects], ignore_index=True) if len(objects) else new_objects.reset_index(drop=True)
-    combined = _mark_duplicates(_typed_objects(combined))
+    combined = _mark_duplicates(_typed_frame(combined))
     _write_objects(path, combined, release)
     counts = combined.iloc[n0:]["status"].value_counts().to_dict()
     return IngestReport(path, len(files), n_new, len(combined), {str(k): int(v) for k, v in counts.items()},

@@ -38,7 +38,7 @@ from torch import nn
 from .cluster import run_blocks
 from .models.redshift_cnn import PublishedRedshiftCNN, RedshiftPDFNet
 from .preprocess.redshift import published_redshift_inputs, redshift_inputs, setup_of
-from .train import split_indices
+from .train import load_recipe, split_indices
 
 __all__ = ["RedshiftSet", "make_redshift_set", "cached_redshift_set", "observe_setup", "RedshiftTrainConfig",
            "train_redshift_model", "train_redshift_task", "setup_native_wavelength"]
@@ -254,12 +254,6 @@ def train_redshift_model(x: np.ndarray, z: np.ndarray, config: RedshiftTrainConf
             "test_index": te, "seconds": time.perf_counter() - start}
 
 
-def _load_recipe(task_or_path: str | os.PathLike) -> dict[str, Any]:
-    from .train import load_recipe
-
-    return load_recipe(task_or_path)
-
-
 def test_figures(data: RedshiftSet, index: np.ndarray, weights: str | os.PathLike, network: str) -> dict[str, Any]:
     """NMAD, eta (and for the PDF network error calibration and flagged share) on rows ``index``.
 
@@ -315,7 +309,7 @@ def train_redshift_task(task_or_path: str | os.PathLike = "redshift", out: str |
     from .simulate.library import LibraryConfig, build_library
     from .templates import pca_templates
 
-    recipe = _load_recipe(task_or_path)
+    recipe = load_recipe(task_or_path)
     out = Path(out) if out else Path(recipe["recipe_path"]).with_suffix(".pt")
     lib = recipe["library"]
     t0 = time.perf_counter()

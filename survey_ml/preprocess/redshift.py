@@ -30,7 +30,8 @@ import numpy as np
 from ..wavelength import LogLinearGrid
 from .spectra import minmax_normalise, to_model_grid
 
-__all__ = ["RedshiftSetup", "SETUPS", "redshift_inputs", "published_redshift_inputs", "setup_of", "on_setup_grid"]
+__all__ = ["RedshiftSetup", "SETUPS", "redshift_inputs", "scaled_inputs", "published_redshift_inputs", "setup_of",
+           "on_setup_grid"]
 
 
 @dataclass(frozen=True)
@@ -118,8 +119,11 @@ def redshift_inputs(flux: np.ndarray, ivar: np.ndarray, mask: np.ndarray, wavele
     >>> x.shape, round(float(x[0, 0, 5]), 3), round(float(x[1, 0, 100]), 2), float(x[0, 1].min())
     ((2, 2, 3950), 0.881, 4.61, 1.0)
     """
-    setup = setup_of(setup)
-    model_flux, coverage = on_setup_grid(flux, ivar, mask, wavelength, setup)
+    return scaled_inputs(*on_setup_grid(flux, ivar, mask, wavelength, setup_of(setup)))
+
+
+def scaled_inputs(model_flux: np.ndarray, coverage: np.ndarray) -> np.ndarray:
+    """The network input from spectra already on the setup's grid (:func:`on_setup_grid`'s output)."""
     good = coverage > 0.5
     with warnings.catch_warnings():  # a row without good pixels has no median: it gets scale 1
         warnings.simplefilter("ignore", RuntimeWarning)
