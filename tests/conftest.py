@@ -11,6 +11,21 @@ REAL_FIXTURES = Path(os.environ.get(
     "SURVEY_ML_REAL_FIXTURES", Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "real"))
 
 
+def pytest_collection_modifyitems(config, items):
+    """``gpu``-marked tests run only where dask-cuda finds a GPU (they are skipped, with why, elsewhere)."""
+    if not any("gpu" in item.keywords for item in items):
+        return
+    from survey_ml.cluster import gpu_count
+
+    n_gpus, reason = gpu_count()
+    if n_gpus:
+        return
+    skip = pytest.mark.skip(reason=f"needs a CUDA GPU and dask-cuda: {reason}")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def real_fixtures() -> Path:
     """Folder of real survey files; tests skip with a reason where it is absent."""

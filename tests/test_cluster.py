@@ -52,3 +52,70 @@ def test_cli_uses_scheduler_flag(tmp_path):
                              capture_output=True, text=True, timeout=300)
         assert out.returncode == 0, out.stderr
         assert "8 new rows" in out.stdout and "ok                    8" in out.stdout
+
+
+def test_cuda_cluster_falls_back_to_cpu_workers_with_a_reason(capsys):
+    """--cluster cuda on a machine without a GPU (or dask-cuda): CPU workers, and it says why."""
+    import warnings
+
+    import pytest
+
+    from survey_ml.cluster import gpu_count
+
+    n_gpus, reason = gpu_count()
+    if n_gpus:
+        pytest.skip("this machine has a GPU: the fallback is not taken (see the gpu-marked tests)")
+    assert reason and ("dask-cuda" in reason or "GPU" in reason)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        c = connect(cluster="cuda", n_workers=1, dashboard_address="127.0.0.1:0")
+    try:
+        out = capsys.readouterr().out
+        assert "falling back to CPU workers" in out and reason in out
+        assert any(issubclass(w.category, RuntimeWarning) and reason in str(w.message) for w in caught)
+        assert c.survey_ml_kind.startswith("local (cuda fallback")
+        assert len(c.scheduler_info()["workers"]) == 1
+        assert c.submit(sum, [1, 2]).result() == 3
+    finally:
+        c.close()
+
+
+def test_fallback_reason_when_dask_cuda_lacks_its_cuda_runtime(tmp_path, monkeypatch):
+    """An importable-but-broken dask-cuda (no CUDA bindings) is named as such, not as 'not installed'."""
+    fake = tmp_path / "dask_cuda"
+    (fake / "utils").mkdir(parents=True)
+    (fake / "__init__.py").write_text("from cuda import bindings  # what dask-cuda 26 does on import\n")
+    (fake / "utils" / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in [m for m in sys.modules if m == "dask_cuda" or m.startswith("dask_cuda.")]:
+        monkeypatch.delitem(sys.modules, name)
+    from survey_ml.cluster import gpu_count
+
+    n, reason = gpu_count()
+    assert n == 0 and reason.startswith("dask-cuda cannot be imported")
+
+
+def test_unknown_cluster_kind_is_refused():
+    import pytest
+
+    with pytest.raises(ValueError, match="cluster must be one of"):
+        connect(cluster="kubernetes", quiet=True)
+
+
+@__import__("pytest").mark.gpu
+def test_cuda_cluster_puts_one_worker_on_each_gpu():
+    """On a GPU machine with dask-cuda: one worker per GPU, each sees CUDA and its model lands there."""
+    c = connect(cluster="cuda", dashboard_address="127.0.0.1:0", quiet=True)
+    try:
+        assert c.survey_ml_kind == "cuda"
+
+        def device_of_model():
+            from survey_ml.infer import load_model, shipped_weights
+
+            model, _ = load_model(shipped_weights("metallicity"))
+            return str(next(model.parameters()).device)
+
+        devices = c.run(device_of_model)
+        assert devices and all(d.startswith("cuda") for d in devices.values())
+    finally:
+        c.close()

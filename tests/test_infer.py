@@ -54,3 +54,24 @@ def test_empty_block_gives_an_empty_array(tmp_path):
     weights = save_weights(SpectralCNN(n_out=2), tmp_path / "c.pt", "sfclass", ["p_sf", "p_not"])
     out = predict_spectra(np.empty((0, 10)), np.empty((0, 10)), np.empty((0, 10)), np.arange(10.0), weights)
     assert out.shape == (0, 2)
+
+
+def test_batch_size_does_not_change_predictions():
+    """forward_batches: one block in batches of 3 or 512 gives the same numbers (the GPU batch is only a speed knob)."""
+    from survey_ml.infer import forward_batches, shipped_weights
+
+    model, _ = load_model(shipped_weights("metallicity"), "cpu")
+    x = np.random.default_rng(0).random((10, 2, 4201), dtype=np.float32)
+    small, large = forward_batches(model, x, 3), forward_batches(model, x, 512)
+    assert small.shape == (10, 2) and np.allclose(small, large, rtol=1e-5, atol=1e-6)
+
+
+@__import__("pytest").mark.gpu
+def test_gpu_predictions_match_cpu():
+    """On a GPU: the same weights on cuda (pinned host buffer, large batch) agree with the CPU to 1e-3 dex."""
+    from survey_ml.infer import forward_batches, shipped_weights
+
+    x = np.random.default_rng(1).random((4096, 2, 4201), dtype=np.float32)
+    cpu = forward_batches(load_model(shipped_weights("metallicity"), "cpu")[0], x, 512)
+    gpu = forward_batches(load_model(shipped_weights("metallicity"), "cuda")[0], x, 8192)
+    assert np.abs(gpu - cpu).max() < 1e-3
