@@ -12,18 +12,38 @@ __all__ = ["main"]
 
 
 def _add_cluster_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--scheduler", default=None,
+    from .cluster import CLUSTER_KINDS
+
+    g = p.add_argument_group("cluster")
+    g.add_argument("--cluster", choices=CLUSTER_KINDS, default="local",
+                   help="local: worker processes here (default); cuda: one dask-cuda worker per GPU (CPU workers, "
+                        "with a message, when there is no GPU or dask-cuda); slurm/pbs: dask-jobqueue batch jobs "
+                        "from the release spec and jobqueue.yaml; mpi: inside `mpirun ... python -m survey_ml.mpi`")
+    g.add_argument("--scheduler", default=None,
                    help="address of a running Dask scheduler (default: $SURVEY_ML_SCHEDULER, "
-                        "else a LocalCluster on this machine)")
-    p.add_argument("--workers", type=int, default=None, help="LocalCluster workers (default: one per core)")
-    p.add_argument("--dashboard", default="127.0.0.1:8787",
-                   help="dashboard address of a LocalCluster (default 127.0.0.1:8787, localhost only)")
+                        "else a cluster of --cluster kind)")
+    g.add_argument("--workers", type=int, default=None,
+                   help="local: worker processes (default: one per core); cuda: GPUs to use (default: all)")
+    g.add_argument("--jobs", type=int, default=None,
+                   help="slurm/pbs: batch jobs to scale to (default: the spec's [cluster.<kind>] / jobqueue.yaml, else 1)")
+    g.add_argument("--gpus", type=int, default=None,
+                   help="slurm/pbs: GPUs per job, dask-cuda workers when > 0 (default: spec / jobqueue.yaml, else 0)")
+    g.add_argument("--dashboard", default="127.0.0.1:8787",
+                   help="dashboard address (default 127.0.0.1:8787: this machine only; 0.0.0.0:8787 exposes it "
+                        "to the network - or keep it local and use `ssh -L 8787:localhost:8787`)")
 
 
 def _connect(args: argparse.Namespace):
     from .cluster import connect
 
-    return connect(args.scheduler, n_workers=args.workers, dashboard_address=args.dashboard)
+    spec = None
+    if getattr(args, "cluster", "local") in ("slurm", "pbs") and getattr(args, "release", None):
+        from .spec import load_release_spec
+
+        spec = load_release_spec(args.release)
+    return connect(args.scheduler, cluster=getattr(args, "cluster", "local"), n_workers=args.workers,
+                   dashboard_address=args.dashboard, jobs=getattr(args, "jobs", None),
+                   gpus=getattr(args, "gpus", None), spec=spec)
 
 
 def store_summary(store: str | os.PathLike) -> str:
@@ -183,6 +203,18 @@ def cmd_run_catalog(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    """Where a run stands, from its output folder: parts done / total, rate, ETA, failures."""
+    from .progress import run_status
+
+    if not Path(args.run).is_dir():
+        print(f"survey-ml status: {args.run} is not a folder", file=sys.stderr)
+        return 2
+    status = run_status(args.run, stall_after=args.stall_after)
+    print(status.summary())
+    return {"finished": 0, "running": 0}.get(status.state, 1)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -247,6 +279,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     _add_cluster_args(p)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("status", help="progress of a run from its output folder (parts done / total, rate, "
+                                       "ETA, failures); works while it runs, and after it died",
+                       epilog="exit status: 0 running or finished; 1 failed, killed, stalled or not started")
+    p.add_argument("run", help="the run's output folder (--out of run-catalog), or a catalog folder of parts")
+    p.add_argument("--stall-after", type=float, default=None,
+                   help="seconds without a heartbeat from the driver before a run on another host counts as "
+                        "stalled (default 30)")
+    p.set_defaults(func=cmd_status)
     return parser
 
 

@@ -12,9 +12,15 @@ Carlo dropout (the model cached per worker), turns the draws into physical units
 the asymmetric-drift correction (dispersion between 2 Re and r_max on the galaxy's own maps),
 then writes its Parquet part atomically (resume: parts with the same weights and spec are kept).
 
-Weights: the spec's ``[tasks.kinematics] weights`` (shipped, trained on a mock release of the
-same survey), or ``train = "solo"``: the model is first trained self-supervised on this release's
-own maps (a first Dask pass prepares them) and the weights are written to ``<out>/``.
+Weights (``[tasks.kinematics] train``, the published modes):
+
+* absent: the spec's ``weights`` (shipped, trained on a mock release of the same survey);
+* ``"solo"``: trained self-supervised on this release's own maps first (a first Dask pass
+  prepares them), written to ``<out>/kinematics_solo.pt``;
+* ``"combined"``: trained on this release together with the IFU stores listed as
+  ``[[tasks.kinematics.combine_with]]`` (``store``, ``spec``) - SAMI with MaNGA - each with its
+  own cuts and PSF, written to ``<out>/kinematics_combined.pt``;
+* ``"blind"``: the shipped weights of the *other* survey (trained on MaNGA, applied to SAMI).
 
 Flags (``kin_flag``, bits; the published post cuts are flags, never deletions): 1 not prepared
 (``status`` says why), 2 inclination < 30 deg, 4 reconstruction error (moment-1 MSE over Vmax)
@@ -162,6 +168,57 @@ def _prepare_block(block: dict[str, np.ndarray], galaxies: pd.DataFrame, prepare
                              "fov_arcsec": _field_of_view(galaxies)}, **prepare)
 
 
+def _combined_source(entry: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
+    """One ``[[tasks.kinematics.combine_with]]`` table: an ingested IFU store and its release spec."""
+    from .ifu_store import open_ifu_release
+    from .spec import load_release_spec
+
+    if "store" not in entry:
+        raise ValueError(f"combine_with entry {entry!r} needs store = <an ingested IFU release store>")
+    store = Path(entry["store"])
+    open_ifu_release(store)  # fails here, naming the folder, if it is not an IFU store
+    return store, load_release_spec(entry.get("spec", "sami-dr3"))
+
+
+def _train_on_releases(sources: list[tuple[Path, dict[str, Any]]], path: Path, task: dict[str, Any], client,
+                       progress: bool) -> Path:
+    """Train the kinematic model self-supervised on the prepared maps of one or more IFU stores.
+
+    ``solo`` is one store (the release being catalogued); ``combined`` adds others (SAMI with
+    MaNGA, as published). Each store is prepared with its own spec's ``[prepare]`` cuts and
+    blurred in the decoder by its own survey PSF (``psf_fwhm_arcsec``), so surveys of
+    different seeing train one model. No labels are used.
+    """
+    from .cluster import run_blocks
+    from .infer import save_weights
+    from .ifu_store import open_ifu_release
+    from .kinematics import KinematicTrainConfig, train_kinematic_model
+
+    m0, m1, mask, psf_pix, names = [], [], [], [], []
+    for store, source_spec in sources:
+        release = open_ifu_release(store)
+        bounds = list(range(0, release.n_rows, release.chunk_rows)) + [release.n_rows]
+        prepare = dict(source_spec.get("prepare", {}))
+        parts = run_blocks(_prepare_task, [(str(store), a, b, release.galaxies.iloc[a:b], prepare)
+                                           for a, b in zip(bounds, bounds[1:])], client)
+        prep = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        ok = prep["status"] == "ok"
+        fwhm = float(source_spec.get("tasks", {}).get("kinematics", {}).get("psf_fwhm_arcsec", 2.0))
+        m0.append(prep["m0"][ok]), m1.append(prep["m1"][ok]), mask.append(prep["mask"][ok])
+        psf_pix.append(fwhm / 2.3548 / prep["pixel_scale_arcsec"][ok])
+        names.append(f"{source_spec['release']['name']}:{int(ok.sum())}")
+    config = KinematicTrainConfig(epochs=int(task.get("epochs", 120)), psf_aware=bool(task.get("psf_aware", True)))
+    result = train_kinematic_model(np.concatenate(m0), np.concatenate(m1), np.concatenate(mask),
+                                   np.concatenate(psf_pix), config, progress=progress)
+    survey = sources[0][1]["release"].get("survey", "sami")
+    psf = float(task.get("psf_fwhm_arcsec", 2.0))
+    return save_weights(result.model, path, "kinematics", ["params"],
+                        extra={"survey": survey, "psf_fwhm_arcsec": psf,
+                               "training": {"mode": "combined" if len(sources) > 1 else "solo",
+                                            "releases": names, "best_epoch": result.best_epoch,
+                                            "epochs_run": len(result.history)}})
+
+
 @dataclass
 class IFURunReport:
     """What an IFU run did (also ``report.json``)."""
@@ -238,16 +295,38 @@ def run_ifu_catalog(spec: dict[str, Any], *, input: str | os.PathLike | None = N
                     store: str | os.PathLike | None = None, out: str | os.PathLike | None = None, client=None,
                     catalogue: str | os.PathLike | None = None, n_mock: int | None = None,
                     progress: bool = True) -> IFURunReport:
-    """Run an IFU release spec end to end (see the module docstring); called by :func:`survey_ml.run_catalog`."""
+    """Run an IFU release spec end to end (see the module docstring); called by :func:`survey_ml.run_catalog`.
+
+    Progress is journaled in ``<out>/progress.json`` (``survey-ml status <out>``) and the run
+    ends with ``<out>/report.html``.
+    """
+    from .progress import RunJournal
+
+    name = spec["release"]["name"]
+    out = Path(out or f"survey_ml_{name}")
+    out.mkdir(parents=True, exist_ok=True)
+    journal = RunJournal(out, name, out / spec.get("outputs", {}).get("catalog", "catalog"))
+    try:
+        report = _run_ifu_catalog(spec, input, store, out, client, catalogue, n_mock, progress, journal)
+    except BaseException as err:
+        journal.fail(err)
+        raise
+    journal.finish(report.outputs)
+    return report
+
+
+def _run_ifu_catalog(spec: dict[str, Any], input, store, out: Path, client, catalogue, n_mock: int | None,
+                     progress: bool, journal) -> IFURunReport:
     from .catalog import export_fits, finished_parts, read_catalog
     from .cluster import run_blocks
     from .ifu_store import ingest_ifu, open_ifu_release
     from .infer import WEIGHTS_DIR, weights_sha256
+    from .report import write_html_report
 
     name, survey = spec["release"]["name"], spec["release"]["survey"]
-    out = Path(out or f"survey_ml_{name}")
-    out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
+    truth = None
+    journal.stage("prepare_store")
     t0 = time.perf_counter()
     if store is None or input is not None:
         if input is None:  # the embedded default: a mock release of the spec's size
@@ -257,7 +336,7 @@ def run_ifu_catalog(spec: dict[str, Any], *, input: str | os.PathLike | None = N
             if not (mock_root / "truth.parquet").exists():
                 simulate_ifu_release(mock_root, int(n_mock or spec.get("simulate", {}).get("n_galaxies", 300)),
                                      survey=survey, seed=0, client=client, progress=progress)
-            input = mock_root
+            input, truth = mock_root, mock_root / "truth.parquet"
             named = "InputCatGAMADR3.csv" if survey == "sami" else "drpall-v3_1_1.fits"
             catalogue = catalogue or (mock_root / named)
         named = Path(input) / spec["release"].get("catalogue", "")
@@ -265,32 +344,32 @@ def run_ifu_catalog(spec: dict[str, Any], *, input: str | os.PathLike | None = N
             catalogue = named
         store = Path(store) if store is not None else out / "store"
         ingest_ifu(input, store, name, survey, catalogue=catalogue, client=client,
-                   chunk_rows=int(spec.get("ingest", {}).get("chunk_rows", 64)), progress=progress)
+                   chunk_rows=spec.get("ingest", {}).get("chunk_rows"), progress=progress,
+                   **{k: spec["ingest"][k] for k in ("cube_window", "wave_chunk") if k in spec.get("ingest", {})})
     store = Path(store)
     release = open_ifu_release(store)
     galaxies = release.galaxies
     timings["prepare_store"] = time.perf_counter() - t0
     task = spec.get("tasks", {}).get("kinematics", {})
     psf = float(task.get("psf_fwhm_arcsec", 2.0))
-    if task.get("train") == "solo":  # self-supervised training on this release first
-        from .infer import save_weights
-        from .kinematics import KinematicTrainConfig, train_kinematic_model
-
+    mode = str(task.get("train", "shipped"))
+    if mode in ("solo", "combined"):  # self-supervised training on this release (and others) first
+        journal.stage("training")
         t0 = time.perf_counter()
-        bounds = list(range(0, release.n_rows, release.chunk_rows)) + [release.n_rows]
-        parts = run_blocks(_prepare_task, [(str(store), a, b, galaxies.iloc[a:b], dict(spec.get("prepare", {})))
-                                           for a, b in zip(bounds, bounds[1:])], client)
-        prep = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-        ok = prep["status"] == "ok"
-        config = KinematicTrainConfig(epochs=int(task.get("epochs", 120)), psf_aware=bool(task.get("psf_aware", True)))
-        result = train_kinematic_model(prep["m0"][ok], prep["m1"][ok], prep["mask"][ok],
-                                       psf / 2.3548 / prep["pixel_scale_arcsec"][ok], config, progress=progress)
-        weights = str(save_weights(result.model, out / "kinematics_solo.pt", "kinematics", ["params"],
-                                   extra={"survey": survey, "psf_fwhm_arcsec": psf}))
+        sources = [(store, spec)] + ([_combined_source(entry) for entry in task.get("combine_with", [])]
+                                     if mode == "combined" else [])
+        if mode == "combined" and len(sources) < 2:
+            raise ValueError(f"{spec['release']['spec_path']}: train = \"combined\" needs "
+                             "[[tasks.kinematics.combine_with]] tables (store = ..., spec = ...)")
+        weights = str(_train_on_releases(sources, out / f"kinematics_{mode}.pt", task, client, progress))
         timings["training"] = time.perf_counter() - t0
-    else:
-        weights = Path(task.get("weights", f"kinematics_{survey}.pt"))
+    elif mode in ("shipped", "blind"):
+        other = {"sami": "manga", "manga": "sami"}[survey]
+        default = f"kinematics_{other if mode == 'blind' else survey}.pt"
+        weights = Path(task.get("weights", default) if mode == "shipped" else default)
         weights = str(weights if weights.is_absolute() or weights.exists() else WEIGHTS_DIR / weights)
+    else:
+        raise ValueError(f"[tasks.kinematics] train must be solo, combined, blind or absent, not {mode!r}")
     provenance = {"release": name, "spec_digest": _spec_digest(spec), "store": str(store.resolve()),
                   "weights_sha256": {"kinematics": weights_sha256(weights)}}
     catalog_dir = out / spec.get("outputs", {}).get("catalog", "catalog")
@@ -300,12 +379,15 @@ def run_ifu_catalog(spec: dict[str, Any], *, input: str | os.PathLike | None = N
     options = {"weights": weights, "survey": survey, "psf_fwhm_arcsec": psf,
                "samples": int(task.get("mc_samples", 100)), "lsf_widening": float(task.get("lsf_widening", 1.0)),
                "prepare": dict(spec.get("prepare", {}))}
+    journal.stage("inference", total=n_chunks, kept=done)
     t0 = time.perf_counter()
     rc = release.chunk_rows
     run_blocks(_chunk_task, [(str(store), k * rc, min((k + 1) * rc, release.n_rows),
                               galaxies.iloc[k * rc: (k + 1) * rc], k, str(catalog_dir), provenance, options)
-                             for k in todo], client, desc="kinematics", progress=progress)
+                             for k in todo], client, desc="kinematics", progress=progress,
+               on_result=journal.block_callback(todo))
     timings["inference"] = time.perf_counter() - t0
+    journal.stage("outputs")
     t0 = time.perf_counter()
     catalog = read_catalog(catalog_dir)
     if len(catalog) != release.n_rows:
@@ -326,5 +408,8 @@ def run_ifu_catalog(spec: dict[str, Any], *, input: str | os.PathLike | None = N
                           status_counts={str(k): int(v) for k, v in catalog["status"].value_counts().items()},
                           timings=timings, tfr=tfr, outputs=outputs, provenance=provenance)
     report.outputs["report"] = str(out / "report.json")
+    report.outputs["html"] = str(out / "report.html")
     (out / "report.json").write_text(json.dumps(report.to_dict(), indent=1, default=str) + "\n")
+    journal.stage("report")
+    write_html_report(out, report.to_dict(), truth=truth, catalog=catalog)
     return report

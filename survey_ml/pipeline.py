@@ -41,7 +41,9 @@ import numpy as np
 import pandas as pd
 
 from .catalog import export_fits, finished_parts, read_catalog, write_part
+from .progress import RunJournal
 from .quality import USABLE_STATUSES
+from .report import write_html_report
 
 __all__ = ["run_catalog", "catalog_chunk", "RunReport", "CATALOG_COLUMNS", "attach_masses", "prepare_store"]
 
@@ -59,7 +61,7 @@ def catalog_chunk(flux: np.ndarray, ivar: np.ndarray, mask: np.ndarray, objects:
                   wavelength: np.ndarray, cuts: dict[str, float], weights: dict[str, str],
                   confidence: float = 0.85, min_coverage: float = 0.5, batch_size: int = 512,
                   threads: int | None = None, device: str | None = None, redshift_refine: bool | None = None,
-                  redshift_batch_size: int = 256) -> pd.DataFrame:
+                  redshift_batch_size: int = 256, gpu_batch_size: int = 8192) -> pd.DataFrame:
     """Catalog rows of one chunk of a release store.
 
     Parameters
@@ -81,7 +83,10 @@ def catalog_chunk(flux: np.ndarray, ivar: np.ndarray, mask: np.ndarray, objects:
     min_coverage : float
         Least share of good model-grid pixels for a prediction.
     batch_size, threads, device
-        Passed to the networks (see :func:`survey_ml.infer.predict_spectra`).
+        Passed to the networks (see :func:`survey_ml.infer.predict_spectra`); ``device``
+        defaults to this worker's GPU when it has one (a dask-cuda worker), else the CPU.
+    gpu_batch_size
+        Spectra per forward pass on a GPU (bounds GPU memory; ``batch_size`` is the CPU's).
     redshift_refine, redshift_batch_size
         Passed to :func:`survey_ml.redshift.predict_redshifts`.
 
@@ -92,7 +97,7 @@ def catalog_chunk(flux: np.ndarray, ivar: np.ndarray, mask: np.ndarray, objects:
     """
     import torch
 
-    from .infer import _threads_for_this_worker, forward_batches, load_model, starforming_probability
+    from .infer import _threads_for_this_worker, batch_size_for, forward_batches, load_model, starforming_probability
     from .preprocess.spectra import model_inputs, select_rows
     from .redshift import FLAGS, predict_redshifts
 
@@ -117,11 +122,13 @@ def catalog_chunk(flux: np.ndarray, ivar: np.ndarray, mask: np.ndarray, objects:
     if "redshift" in weights and usable.any():
         rows = np.flatnonzero(usable)
         zres = predict_redshifts(flux[rows], ivar[rows], mask[rows], wavelength, weights["redshift"],
-                                 refine=redshift_refine, batch_size=redshift_batch_size, threads=threads, device=device)
+                                 refine=redshift_refine, threads=threads, device=device,
+                                 batch_size=batch_size_for(device, redshift_batch_size, gpu_batch_size))
         for name in redshift:
             redshift[name][rows] = zres[name].to_numpy()
     if chosen.size:
         models = {task: load_model(path, device) for task, path in weights.items() if task != "redshift"}
+        batch_size = batch_size_for(device, batch_size, gpu_batch_size)
         channels = {info["config"]["in_channels"] for _, info in models.values()}
         torch.set_num_threads(threads or _threads_for_this_worker())
         x = model_inputs(flux[chosen], ivar[chosen], mask[chosen], wavelength, in_channels=2)
@@ -406,12 +413,15 @@ def run_catalog(release: str | os.PathLike = "dr10", *, input: str | os.PathLike
     own_client = client is None and current_client(None) is None
     client = connect(quiet=not progress) if own_client else current_client(client)
     timings: dict[str, float] = {}
+    journal = None
     try:
         if spec["release"].get("kind") == "ifu":  # MaNGA / SAMI: maps -> kinematic catalog + TFR
             from .ifu_pipeline import run_ifu_catalog
 
             return run_ifu_catalog(spec, input=input, store=store, out=out, client=client, catalogue=catalogue,
                                    n_mock=n_mock, progress=progress)
+        journal = RunJournal(out, name, out / spec.get("outputs", {}).get("catalog", "catalog"))
+        journal.stage("prepare")
         t0 = time.perf_counter()
         store_path, truth = prepare_store(spec, out, input, store, client, n_mock, progress)
         timings["prepare"] = time.perf_counter() - t0
@@ -435,14 +445,18 @@ def run_catalog(release: str | os.PathLike = "dr10", *, input: str | os.PathLike
                    "min_coverage": float(task_spec.get("metallicity", {}).get("min_coverage", 0.5)),
                    "batch_size": int(task_spec.get("metallicity", {}).get("batch_size", 512)),
                    "redshift_refine": task_spec.get("redshift", {}).get("refine"),
-                   "redshift_batch_size": int(task_spec.get("redshift", {}).get("batch_size", 256))}
+                   "redshift_batch_size": int(task_spec.get("redshift", {}).get("batch_size", 256)),
+                   "gpu_batch_size": int(task_spec.get("metallicity", {}).get("gpu_batch_size", 8192))}
+        journal.stage("inference", total=n_chunks, kept=done)
         t0 = time.perf_counter()
-        results = _run_parts(data, todo, str(catalog_dir), provenance, options, client, progress)
+        results = _run_parts(data, todo, str(catalog_dir), provenance, options, client, progress,
+                             on_result=journal.block_callback(todo))
         timings["inference"] = time.perf_counter() - t0
         rows_done = sum(r["rows"] for r in results)
         if rows_done:
             timings["inference_rows_per_s"] = rows_done / timings["inference"]
 
+        journal.stage("outputs")
         t0 = time.perf_counter()
         catalog = read_catalog(catalog_dir)
         if len(catalog) != data.n_rows or not np.array_equal(catalog["row"].to_numpy(), np.arange(data.n_rows)):
@@ -479,8 +493,16 @@ def run_catalog(release: str | os.PathLike = "dr10", *, input: str | os.PathLike
                            provenance=provenance | {"python": platform.python_version(),
                                                     "dask": dask.__version__})
         report.outputs["report"] = str(out / "report.json")
+        report.outputs["html"] = str(out / "report.html")
         (out / "report.json").write_text(json.dumps(report.to_dict(), indent=1, default=str) + "\n")
+        journal.stage("report")
+        write_html_report(out, report.to_dict(), truth=truth or masses, catalog=catalog)
+        journal.finish(report.outputs)
         return report
+    except BaseException as err:
+        if journal is not None:
+            journal.fail(err)
+        raise
     finally:
         if own_client:
             cluster = getattr(client, "cluster", None)
@@ -490,7 +512,7 @@ def run_catalog(release: str | os.PathLike = "dr10", *, input: str | os.PathLike
 
 
 def _run_parts(data, todo: list[int], catalog_dir: str, provenance: dict[str, Any], options: dict[str, Any],
-               client, progress: bool) -> list[dict[str, Any]]:
+               client, progress: bool, on_result=None) -> list[dict[str, Any]]:
     """One task per unfinished Zarr chunk of rows (the store's ``dask.array`` blocks); results in chunk order."""
     from .cluster import run_blocks
 
@@ -498,4 +520,4 @@ def _run_parts(data, todo: list[int], catalog_dir: str, provenance: dict[str, An
     slim = data.objects[["row", "obsid", "ra", "dec", "z", "snrr", "status", "message"]]
     blocks = [(str(data.zarr_path), int(bounds[k]), int(bounds[k + 1]), slim.iloc[bounds[k]: bounds[k + 1]], k,
                catalog_dir, provenance, data.grid.to_dict(), options) for k in todo]
-    return run_blocks(_write_chunk, blocks, client, desc="catalog", progress=progress)
+    return run_blocks(_write_chunk, blocks, client, desc="catalog", progress=progress, on_result=on_result)

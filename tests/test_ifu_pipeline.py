@@ -58,3 +58,52 @@ def test_real_sami_galaxy_runs_through(real_fixtures, tmp_path, client):
     assert row["status"] == "ok" and row["log_mstar"] == pytest.approx(10.81)
     assert abs(((row["pa_deg"] - 345.5 + 90) % 180) - 90) < 3.0     # the catalogue's kinematic axis
     assert 100 < row["vmax_kms"] < 500 and np.isfinite(row["vmax_kms_err"])
+
+
+def _spec_with(tmp_path, kinematics: str):
+    """sami-dr3.toml with its [tasks.kinematics] table replaced (a user's own spec file)."""
+    from survey_ml.spec import load_release_spec
+
+    text = open(load_release_spec("sami-dr3")["release"]["spec_path"]).read()
+    head, rest = text.split("[tasks.kinematics]", 1)
+    tail = rest[rest.index("\n["):]
+    path = tmp_path / "sami-test.toml"
+    path.write_text(head + "[tasks.kinematics]\n" + kinematics + "\n" + tail)
+    return path
+
+
+def test_combined_training_uses_both_surveys_and_blind_uses_the_other_surveys_weights(sami_mock, tmp_path, client):
+    """train = "combined": one model trained on SAMI + MaNGA stores (each with its own PSF); "blind": MaNGA weights."""
+    import torch
+
+    from survey_ml.ifu_store import ingest_ifu
+    from survey_ml.infer import WEIGHTS_DIR, weights_sha256
+    from survey_ml.simulate.ifu import simulate_ifu_release
+
+    manga = simulate_ifu_release(tmp_path / "manga", 24, survey="manga", seed=8, client=client)
+    ingest_ifu(manga.root, tmp_path / "manga_store", "manga-dr17", "manga", client=client, progress=False)
+    spec = _spec_with(tmp_path, 'train = "combined"\nepochs = 2\npsf_fwhm_arcsec = 2.0\nmc_samples = 10\n'
+                                f'[[tasks.kinematics.combine_with]]\nstore = "{tmp_path / "manga_store"}"\n'
+                                'spec = "manga-dr17"\n')
+    report = run_catalog(spec, input=sami_mock.root, out=tmp_path / "combined", client=client, progress=False)
+    weights = tmp_path / "combined" / "kinematics_combined.pt"
+    training = torch.load(weights, weights_only=True)["training"]
+    assert training["mode"] == "combined" and training["epochs_run"] == 2
+    names = [r.split(":")[0] for r in training["releases"]]
+    counts = [int(r.split(":")[1]) for r in training["releases"]]
+    assert names == ["sami-dr3", "manga-dr17"] and min(counts) > 0
+    catalog = pd.read_parquet(report.catalog_dir)
+    assert len(catalog) == 60 and np.isfinite(catalog.loc[catalog["status"] == "ok", "vmax_kms"]).all()
+
+    blind = run_catalog(_spec_with(tmp_path, 'train = "blind"\nmc_samples = 10\n'), input=sami_mock.root,
+                        out=tmp_path / "blind", client=client, progress=False)
+    from survey_ml.catalog import read_provenance
+
+    part = sorted(blind.catalog_dir.glob("part-*.parquet"))[0]
+    assert read_provenance(part)["weights_sha256"]["kinematics"] == weights_sha256(WEIGHTS_DIR / "kinematics_manga.pt")
+
+
+def test_combined_without_other_stores_is_a_clear_error(sami_mock, tmp_path, client):
+    with pytest.raises(ValueError, match="combine_with"):
+        run_catalog(_spec_with(tmp_path, 'train = "combined"\n'), input=sami_mock.root, out=tmp_path / "x",
+                    client=client, progress=False)
