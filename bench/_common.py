@@ -4,37 +4,100 @@ from __future__ import annotations
 import json
 import os
 import platform
+import subprocess
 import sys
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+#: Where ``emit`` keeps results: bench/results/, or ``$SURVEY_ML_BENCH_RESULTS`` (the suite
+#: runner points each benchmark at a scratch folder and moves what it wrote into place).
+RESULTS_ENV = "SURVEY_ML_BENCH_RESULTS"
+RESULTS = Path(os.environ.get(RESULTS_ENV) or Path(__file__).resolve().parent / "results")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name (``/proc/cpuinfo``; ``platform.processor()`` elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def git_commit(repo: Path = REPO) -> dict:
+    """HEAD of the repository the benchmarks ran from, and whether the tree had local changes."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+    return {"commit": head, "dirty": bool(dirty)}
+
+
+def gpus() -> list[dict]:
+    """Visible CUDA GPUs (name, memory), as torch sees them; empty without CUDA."""
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            return []
+        return [{"name": torch.cuda.get_device_name(k),
+                 "memory_gib": round(torch.cuda.get_device_properties(k).total_memory / 2**30, 1)}
+                for k in range(torch.cuda.device_count())]
+    except Exception:  # noqa: BLE001 - a broken CUDA install must not stop a CPU benchmark
+        return []
 
 
 def machine() -> dict:
-    """What the figures were measured on."""
-    import numpy
+    """What the figures were measured on: CPU, cores, memory, library versions, GPUs, git commit.
+
+    Returns
+    -------
+    dict
+        JSON-ready; ``load_average`` is the 1/5/15-minute load when the block was made (other
+        work on the machine contaminates timings).
+    """
     import dask
     import distributed
+    import numpy
 
     info = {"python": sys.version.split()[0], "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-            "numpy": numpy.__version__, "dask": dask.__version__, "distributed": distributed.__version__}
+            "processor": platform.processor() or platform.machine(), "cpu_model": cpu_model(),
+            "cpu_count": os.cpu_count(), "numpy": numpy.__version__, "dask": dask.__version__,
+            "distributed": distributed.__version__}
     try:
         import psutil
 
+        info["cpu_count_physical"] = psutil.cpu_count(logical=False)
         info["memory_gib"] = round(psutil.virtual_memory().total / 2**30, 1)
     except ImportError:
         pass
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        info["torch_threads"] = torch.get_num_threads()
+    except ImportError:
+        info["torch"] = None
+    if hasattr(os, "getloadavg"):
+        info["load_average"] = [round(x, 2) for x in os.getloadavg()]
+    info["gpus"] = gpus()
+    info["git"] = git_commit()
     return info
 
 
-def emit(name: str, result: dict) -> Path:
-    """Print ``result`` as JSON and keep it as bench/results/<name>.json."""
+def emit(name: str, result: dict, folder: Path | None = None) -> Path:
+    """Print ``result`` as JSON and keep it as ``<folder>/<name>.json`` (default :data:`RESULTS`)."""
     result = {"benchmark": name, "machine": machine(), **result}
     text = json.dumps(result, indent=2, default=float)
     print(text)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"{name}.json"
+    folder = Path(folder) if folder is not None else RESULTS
+    folder.mkdir(parents=True, exist_ok=True)
+    out = folder / f"{name}.json"
     out.write_text(text + "\n")
     return out
 

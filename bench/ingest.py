@@ -66,8 +66,7 @@ def main() -> None:
             shutil.rmtree(work / "mock", ignore_errors=True)
             files = write_mock_release(work / "mock", args.n, seed=42, client=client).files
         # warm the page cache once so neither contender pays for cold disk reads
-        for f in files:
-            Path(f).read_bytes()
+        input_bytes = sum(len(Path(f).read_bytes()) for f in files)
 
         t = time.perf_counter()
         n_loop = plain_astropy_loop(files)
@@ -93,6 +92,7 @@ def main() -> None:
     assert n_loop == report.n_new == args.n
     emit("ingest", {
         "n_files": args.n, "n_workers": n_workers, "chunk_rows": args.chunk_rows,
+        "input_mib": round(input_bytes / 2**20, 1),
         "plain_astropy_loop": {"seconds": round(loop_s, 2), "files_per_s": round(args.n / loop_s, 1)},
         "survey_ml_dask_ingest": {"seconds": round(dask_s, 2), "files_per_s": round(args.n / dask_s, 1),
                                   "statuses": report.status_counts,

@@ -165,7 +165,7 @@ def main() -> None:
                          "tfr_v22": tfr_closure(est, truth, ok, "v22_kms")}
     results["real_sami_209807"] = real_galaxy(models)
     status = pd.Series(prepared["status"]).value_counts().to_dict()
-    emit("kinematics", {"n": args.n, "survey": "sami", "psf_fwhm_arcsec": PSF_FWHM_ARCSEC,
+    emit("kinematics", {"n": args.n, "survey": "sami", "psf_fwhm_arcsec": PSF_FWHM_ARCSEC, "torch_threads": args.threads,
                         "seconds": {"mock_release": t_mock, "prepare": t_prep},
                         "prepare_galaxies_per_s_2_workers": len(files) / t_prep, "status_counts": status,
                         "results": results})

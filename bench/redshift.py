@@ -224,6 +224,8 @@ def main() -> None:
             methods["survey_ml_refined"] = lambda: run_survey_ml(d, WEIGHTS_DIR / weights[setup][0], True)
         for name, fn in [*methods.items(), ("redrock", None)]:
             cache = work / f"{setup}-{name}-{len(d.flux) if name != 'redrock' else redrock_n[setup]}.parquet"
+            if name == "redrock" and redrock_n[setup] <= 0:  # --redrock-n 0: redrock left out (a smoke run)
+                continue
             if cache.exists():
                 table = pd.read_parquet(cache)
             elif (args.only == "redrock") != (name == "redrock") and args.only is not None:

@@ -98,8 +98,9 @@ def main() -> None:
         t_ingest = None
         if not (store / "objects.parquet").exists():
             mock = write_mock_release(work / "mock", args.n, seed=5, client=client)
+            step = min(1000, args.n // len(DEFECTS))  # one damaged file per kind, also in a small run
             for k, defect in enumerate(DEFECTS):
-                inject_defect(mock.files[1000 * k + 7], defect)
+                inject_defect(mock.files[step * k + 7], defect)
             t = time.perf_counter()
             ingest(mock.catalogue, store, "dr10", client=client, chunk_rows=int(spec["ingest"]["chunk_rows"]))
             t_ingest = time.perf_counter() - t

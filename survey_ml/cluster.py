@@ -233,7 +233,9 @@ def run_blocks(function: Callable[..., Any], blocks: Sequence[tuple], client: Cl
     with tqdm(total=len(blocks), desc=desc, unit="block", disable=not progress) as bar:
         if client:
             futures = {client.submit(function, *block, pure=False): k for k, block in enumerate(blocks)}
-            for future in as_completed(futures):
+            # the client's own loop: as_completed defaults to the default client's, and a future
+            # lost with a killed worker is then awaited on the wrong loop (RuntimeError)
+            for future in as_completed(futures, loop=client.loop):
                 finished(futures[future], future.result)
         else:
             for k, block in enumerate(blocks):

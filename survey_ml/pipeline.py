@@ -45,7 +45,7 @@ from .progress import RunJournal
 from .quality import USABLE_STATUSES
 from .report import write_html_report
 
-__all__ = ["run_catalog", "catalog_chunk", "RunReport", "CATALOG_COLUMNS", "attach_masses", "prepare_store"]
+__all__ = ["run_catalog", "catalog_chunk", "chunk_options", "resolve_weights", "RunReport", "CATALOG_COLUMNS", "attach_masses", "prepare_store"]
 
 #: Columns of a metallicity catalog, in order, with their dtypes.
 CATALOG_COLUMNS: dict[str, str] = {
@@ -242,7 +242,7 @@ def _spec_digest(spec: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _resolve_weights(spec: dict[str, Any], weights: dict[str, str] | None) -> dict[str, str]:
+def resolve_weights(spec: dict[str, Any], weights: dict[str, str] | None) -> dict[str, str]:
     from .infer import WEIGHTS_DIR
 
     resolved = {}
@@ -256,6 +256,21 @@ def _resolve_weights(spec: dict[str, Any], weights: dict[str, str] | None) -> di
             raise FileNotFoundError(f"weights for task {task!r} not found: {path}")
         resolved[task] = str(path)
     return resolved
+
+
+def chunk_options(spec: dict[str, Any], weights: dict[str, str]) -> dict[str, Any]:
+    """The keyword arguments of :func:`catalog_chunk` a release spec asks for (its ``[cuts]`` and ``[tasks.*]``).
+
+    ``weights`` are the resolved weights files per task (:func:`resolve_weights`).
+    """
+    task_spec = spec.get("tasks", {})
+    return {"cuts": spec.get("cuts", {}), "weights": weights,
+            "confidence": float(task_spec.get("sfclass", {}).get("confidence", 0.85)),
+            "min_coverage": float(task_spec.get("metallicity", {}).get("min_coverage", 0.5)),
+            "batch_size": int(task_spec.get("metallicity", {}).get("batch_size", 512)),
+            "redshift_refine": task_spec.get("redshift", {}).get("refine"),
+            "redshift_batch_size": int(task_spec.get("redshift", {}).get("batch_size", 256)),
+            "gpu_batch_size": int(task_spec.get("metallicity", {}).get("gpu_batch_size", 8192))}
 
 
 def prepare_store(spec: dict[str, Any], out: Path, input: str | os.PathLike | None, store: str | os.PathLike | None,
@@ -426,7 +441,7 @@ def run_catalog(release: str | os.PathLike = "dr10", *, input: str | os.PathLike
         store_path, truth = prepare_store(spec, out, input, store, client, n_mock, progress)
         timings["prepare"] = time.perf_counter() - t0
         data = open_release(store_path)
-        resolved = _resolve_weights(spec, weights)
+        resolved = resolve_weights(spec, weights)
         provenance = {"version": __version__, "release": name, "spec": Path(spec["release"]["spec_path"]).name,
                       "spec_digest": _spec_digest(spec), "store": str(store_path.resolve()),
                       "weights_sha256": {t: weights_sha256(p) for t, p in resolved.items()},
@@ -439,14 +454,7 @@ def run_catalog(release: str | os.PathLike = "dr10", *, input: str | os.PathLike
         for stale in catalog_dir.glob("part-*.parquet"):  # parts of other chunks/weights: not ours
             if int(stale.stem.split("-")[1]) >= n_chunks:
                 stale.unlink()
-        task_spec = spec.get("tasks", {})
-        options = {"cuts": spec.get("cuts", {}), "weights": resolved,
-                   "confidence": float(task_spec.get("sfclass", {}).get("confidence", 0.85)),
-                   "min_coverage": float(task_spec.get("metallicity", {}).get("min_coverage", 0.5)),
-                   "batch_size": int(task_spec.get("metallicity", {}).get("batch_size", 512)),
-                   "redshift_refine": task_spec.get("redshift", {}).get("refine"),
-                   "redshift_batch_size": int(task_spec.get("redshift", {}).get("batch_size", 256)),
-                   "gpu_batch_size": int(task_spec.get("metallicity", {}).get("gpu_batch_size", 8192))}
+        options = chunk_options(spec, resolved)
         journal.stage("inference", total=n_chunks, kept=done)
         t0 = time.perf_counter()
         results = _run_parts(data, todo, str(catalog_dir), provenance, options, client, progress,
