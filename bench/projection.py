@@ -297,10 +297,11 @@ def markdown(projection: dict, rates: dict, a: Assumptions, machine: dict | None
         if "gpu_network_spectra_per_s" in p:
             lines += ["", f"GPU: networks {p['gpu_network_spectra_per_s']:,.0f} spectra/s per GPU "
                           f"({p['gpu_network_rate_source']}); the {a.cores_per_gpu} cores beside it feed "
-                          f"{p['host_cores_spectra_per_s_per_gpu']:,.0f} spectra/s, if the GPU's Dask worker "
-                          f"runs {a.cores_per_gpu} threads (chunks in flight). With one thread per GPU worker "
-                          f"(dask-cuda's and survey_ml's default) one core feeds it: "
-                          f"{p['host_spectra_per_s_per_core']:,.0f} spectra/s per GPU."]
+                          f"{p['host_cores_spectra_per_s_per_gpu']:,.0f} spectra/s: the GPU's Dask worker runs "
+                          f"one thread per core beside it, chunks in flight (survey_ml's `--cluster cuda` default; "
+                          f"dask-cuda's own default of one thread would let one core feed it: "
+                          f"{p['host_spectra_per_s_per_core']:,.0f} spectra/s per GPU). The host CPU, not the GPU, "
+                          f"bounds a GPU node: ~70% of the CPU work per spectrum is outside the networks."]
         if "core_s_per_galaxy" in p:
             c = p["core_s_per_galaxy"]
             lines += ["", "Core seconds per galaxy: " + ", ".join(f"{k} {x:.4f}" for k, x in c.items())

@@ -20,6 +20,10 @@ did two workers need more CPU seconds for the same spectra - memory bandwidth, c
 ``u2 / u1`` with ``u = CPU / (workers x wall)`` (utilisation: how much of its core a worker
 got - a shared machine, the scheduler and file reads show up here, not in the first factor).
 
+The machine's own ceiling is measured in the same run: the very same chunk tasks in a plain
+``multiprocessing`` pool of 1 and 2 processes, no Dask (``plain_efficiency``);
+``dask_efficiency_over_plain`` is what the engine itself costs beyond what the hardware loses.
+
 A single-process profile (one thread, CPU seconds) of one chunk splits the work per spectrum
 into preprocessing, network forward passes and the redshift template fit: the inputs of the
 GPU projection (bench/projection.py), with each network's FLOPs per spectrum.
@@ -74,7 +78,7 @@ def warm_worker(store: str, options: dict, rows: int = 64) -> float:
     t = time.perf_counter()
     release = open_release(store)
     flux, ivar, mask = (release.array(a)[:rows].compute(scheduler="synchronous") for a in ("flux", "ivar", "mask"))
-    catalog_chunk(flux, ivar, mask, release.objects.iloc[:rows], release.wavelength(), threads=1, **options)
+    catalog_chunk(flux, ivar, mask, release.objects.iloc[:rows], release.wavelength(), **{"threads": 1, **options})
     return time.perf_counter() - t
 
 
@@ -140,6 +144,67 @@ def time_configurations(store: Path, workers: list[int], repeats: int, work: Pat
         for client in clients.values():
             client.close()
     return {str(k): summarise_runs(runs[k], k, warm[k]) for k in workers}
+
+
+def _plain_warm(store: str, options: dict) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    warm_worker(store, options)
+
+
+def plain_processes(store: Path, workers: list[int], repeats: int, work: Path, options: dict) -> dict:
+    """The machine's own ceiling: the same chunk tasks (``pipeline._write_chunk``, reading Zarr and
+    writing parts) in a plain ``multiprocessing`` pool of ``k`` single-threaded processes, no Dask.
+
+    Whatever 2 processes lose against 1 here (shared caches, memory bandwidth, SMT siblings) is
+    the hardware's; Dask's efficiency divided by this one is what the engine itself costs.
+    """
+    import multiprocessing as mp
+
+    from survey_ml.store import open_release
+
+    release = open_release(store)
+    bounds = np.cumsum([0, *release.array("flux").chunks[0]])
+    slim = release.objects[["row", "obsid", "ra", "dec", "z", "snrr", "status", "message"]]
+    out = {}
+    ctx = mp.get_context("spawn")
+    # one BLAS/OpenMP thread per process, as Dask's nanny gives its workers (else 2 processes x
+    # 2 BLAS threads oversubscribe 2 cores); spawned children read these when numpy loads
+    saved = {v: os.environ.get(v) for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+    os.environ.update({v: "1" for v in saved})
+    try:
+        # and one torch thread, as a Dask worker of 1 thread sets it (outside Dask, catalog_chunk takes all cores)
+        out = _plain_pools(ctx, store, release, bounds, slim, workers, repeats, work, {**options, "threads": 1})
+    finally:
+        for v, value in saved.items():
+            if value is None:
+                os.environ.pop(v, None)
+            else:
+                os.environ[v] = value
+    return out
+
+
+def _plain_pools(ctx, store, release, bounds, slim, workers, repeats, work, options) -> dict:
+    from survey_ml.pipeline import _write_chunk
+
+    out = {}
+    for k in workers:
+        walls = []
+        with ctx.Pool(k, initializer=_plain_warm, initargs=(str(store), options)) as pool:
+            pool.map(abs, range(4 * k))  # make sure every process has started and warmed
+            for r in range(repeats):
+                folder = work / f"plain-{k}"
+                shutil.rmtree(folder, ignore_errors=True)
+                blocks = [(str(release.zarr_path), int(bounds[c]), int(bounds[c + 1]), slim.iloc[bounds[c]: bounds[c + 1]],
+                           c, str(folder), {}, release.grid.to_dict(), options) for c in range(len(bounds) - 1)]
+                t = time.perf_counter()
+                list(pool.starmap(_write_chunk, blocks, chunksize=1))
+                walls.append(time.perf_counter() - t)
+                shutil.rmtree(folder, ignore_errors=True)
+        out[str(k)] = {"wall_s": [round(w, 3) for w in walls], "wall_s_best": round(min(walls), 3),
+                       "spectra_per_s": round(release.n_rows / min(walls), 1)}
+    return out
 
 
 def stage_profile(store: Path, spec: dict, weights: dict[str, str], rows: int) -> dict:
@@ -237,6 +302,7 @@ def main() -> None:
                                                                    / "survey_ml")) / "bench-scaling"))
     args = parser.parse_args()
 
+    from survey_ml.pipeline import chunk_options, resolve_weights
     from survey_ml.spec import load_release_spec
 
     spec = load_release_spec("dr10")
@@ -245,9 +311,10 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     load_before = [round(x, 2) for x in os.getloadavg()]
     store, ingest_s = cached_store(work, args.n, chunk_rows)
-    weights = spec_weights(spec)
+    weights = resolve_weights(spec, None)
     options = chunk_options(spec, weights)
     configs = time_configurations(store, sorted(set(args.workers)), args.repeats, work, options)
+    plain = plain_processes(store, sorted(set(args.workers)), args.repeats, work, options)
     profile = stage_profile(store, spec, weights, min(args.profile_rows, args.n))
     flops = network_flops(weights)
 
@@ -269,6 +336,13 @@ def main() -> None:
                 "utilisation_ratio": round(c["utilisation"] / one["utilisation"], 3),
                 "speedup": round(one["wall_s_best"] / c["wall_s_best"], 3)}
         result["goal_efficiency"] = 0.9
+        result["plain_processes"] = plain
+        p1 = plain["1"]["wall_s_best"]
+        result["plain_efficiency"] = {k: round(p1 / (int(k) * v["wall_s_best"]), 3) for k, v in plain.items() if k != "1"}
+        result["dask_efficiency_over_plain"] = {k: round(v["wall_best"] / result["plain_efficiency"][k], 3)
+                                                for k, v in result["efficiency"].items()}
+        result["dask_vs_plain_wall"] = {k: round(plain[k]["wall_s_best"] / c["wall_s_best"], 3)
+                                        for k, c in configs.items()}
     largest = configs[max(configs, key=int)]
     result["per_worker_spectra_per_s"] = largest["per_worker_spectra_per_s"]
     result["per_worker_spectra_per_s_from"] = f"{largest['workers']} workers x 1 thread, best of {args.repeats}"

@@ -27,7 +27,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-__all__ = ["part_path", "write_part", "read_provenance", "finished_parts", "read_catalog", "export_fits"]
+__all__ = ["part_path", "write_part", "tidy_catalog_dir", "read_provenance", "finished_parts", "read_catalog", "export_fits"]
 
 PROVENANCE_KEY = b"survey_ml"
 
@@ -107,6 +107,35 @@ def finished_parts(catalog_dir: str | os.PathLike, n_chunks: int, require: dict[
             continue
         done.add(chunk)
     return done
+
+
+def tidy_catalog_dir(catalog_dir: str | os.PathLike, n_chunks: int, tmp_older_than_s: float = 3600.0) -> list[Path]:
+    """Remove what a run must not keep before it starts: parts of chunks the store does not have
+    (``part-NNNNNN`` with NNNNNN >= ``n_chunks``, or a name that is not a part's), and temporary
+    files of writers killed mid-write more than ``tmp_older_than_s`` ago (a younger one may still
+    belong to a task running elsewhere). Returns the removed paths.
+    """
+    import re
+    import time
+
+    removed = []
+    folder = Path(catalog_dir)
+    if not folder.is_dir():
+        return removed
+    now = time.time()
+    for path in folder.glob("part-*.parquet"):
+        match = re.fullmatch(r"part-(\d+)\.parquet", path.name)
+        if match is None or int(match.group(1)) >= n_chunks:
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    for path in folder.glob(".part-*.parquet.tmp-*"):
+        try:
+            if now - path.stat().st_mtime > tmp_older_than_s:
+                path.unlink()
+                removed.append(path)
+        except FileNotFoundError:
+            pass
+    return removed
 
 
 def read_catalog(catalog_dir: str | os.PathLike) -> pd.DataFrame:

@@ -66,14 +66,19 @@ def gpu_count() -> tuple[int, str]:
 
 
 def cuda_cluster(*, dashboard_address: str = "127.0.0.1:8787", memory_limit: str | float | None = "auto",
-                 threads_per_worker: int = 1, n_workers: int | None = None, fallback: bool = True,
+                 threads_per_worker: int | None = None, n_workers: int | None = None, fallback: bool = True,
                  quiet: bool = False):
     """A dask-cuda LocalCUDACluster (one worker per GPU), or CPU workers when there is no GPU.
 
     Parameters
     ----------
-    dashboard_address, memory_limit, threads_per_worker
+    dashboard_address, memory_limit
         As for :func:`connect`.
+    threads_per_worker : int, optional
+        Default: the CPU cores per GPU. The networks run on the GPU, but the rest of a block
+        (Zarr read, preprocessing, the redshift template fit: ~75% of the CPU work of a dr10
+        chunk) runs on the worker's CPU threads, so several blocks in flight keep one GPU fed.
+        A fallback CPU cluster uses 1 thread per worker.
     n_workers : int, optional
         GPUs to use (default: all visible); also the CPU worker count of a fallback.
     fallback : bool
@@ -93,7 +98,8 @@ def cuda_cluster(*, dashboard_address: str = "127.0.0.1:8787", memory_limit: str
         from dask_cuda import LocalCUDACluster
 
         visible = list(range(n_gpus))[: n_workers or n_gpus]
-        cluster = LocalCUDACluster(CUDA_VISIBLE_DEVICES=visible, threads_per_worker=threads_per_worker,
+        threads = threads_per_worker or max(1, (os.cpu_count() or 1) // len(visible))
+        cluster = LocalCUDACluster(CUDA_VISIBLE_DEVICES=visible, threads_per_worker=threads,
                                    memory_limit=memory_limit, dashboard_address=dashboard_address,
                                    host="127.0.0.1", protocol="tcp")
         cluster.survey_ml_kind = "cuda"
@@ -104,7 +110,7 @@ def cuda_cluster(*, dashboard_address: str = "127.0.0.1:8787", memory_limit: str
     warnings.warn(text, RuntimeWarning, stacklevel=2)
     if not quiet:
         print(text, flush=True)
-    cluster = LocalCluster(n_workers=n_workers or os.cpu_count() or 1, threads_per_worker=threads_per_worker,
+    cluster = LocalCluster(n_workers=n_workers or os.cpu_count() or 1, threads_per_worker=threads_per_worker or 1,
                            memory_limit=memory_limit, dashboard_address=dashboard_address, host="127.0.0.1",
                            protocol="tcp://")
     cluster.survey_ml_kind = f"local (cuda fallback: {reason})"
@@ -112,7 +118,7 @@ def cuda_cluster(*, dashboard_address: str = "127.0.0.1:8787", memory_limit: str
 
 
 def connect(scheduler: str | None = None, *, cluster: str = "local", n_workers: int | None = None,
-            threads_per_worker: int = 1, memory_limit: str | float | None = "auto",
+            threads_per_worker: int | None = None, memory_limit: str | float | None = "auto",
             dashboard_address: str = "127.0.0.1:8787", processes: bool = True,
             jobs: int | None = None, gpus: int | None = None, spec: dict[str, Any] | None = None,
             quiet: bool = False) -> Client:
@@ -128,8 +134,9 @@ def connect(scheduler: str | None = None, *, cluster: str = "local", n_workers: 
         a message when there is no GPU or no dask-cuda.
     n_workers : int, optional
         LocalCluster workers (default: one per CPU core); ``cuda``: GPUs to use.
-    threads_per_worker : int
-        Threads per worker (1: numeric libraries parallelise inside a task instead).
+    threads_per_worker : int, optional
+        Threads per worker. Default 1 for CPU workers (numeric libraries parallelise inside
+        a task instead); for ``cuda`` the CPU cores per GPU (see :func:`cuda_cluster`).
     memory_limit : str or float, optional
         Per-worker memory limit passed to LocalCluster.
     dashboard_address : str
@@ -175,7 +182,7 @@ def connect(scheduler: str | None = None, *, cluster: str = "local", n_workers: 
             started.survey_ml_kind = cluster
         else:
             started = LocalCluster(n_workers=n_workers or os.cpu_count() or 1,
-                                   threads_per_worker=threads_per_worker, processes=processes,
+                                   threads_per_worker=threads_per_worker or 1, processes=processes,
                                    memory_limit=memory_limit, dashboard_address=dashboard_address,
                                    host="127.0.0.1", protocol="tcp://")
             started.survey_ml_kind = "local"

@@ -317,7 +317,7 @@ def run_ifu_catalog(spec: dict[str, Any], *, input: str | os.PathLike | None = N
 
 def _run_ifu_catalog(spec: dict[str, Any], input, store, out: Path, client, catalogue, n_mock: int | None,
                      progress: bool, journal) -> IFURunReport:
-    from .catalog import export_fits, finished_parts, read_catalog
+    from .catalog import export_fits, finished_parts, read_catalog, tidy_catalog_dir
     from .cluster import run_blocks
     from .ifu_store import ingest_ifu, open_ifu_release
     from .infer import WEIGHTS_DIR, weights_sha256
@@ -374,6 +374,7 @@ def _run_ifu_catalog(spec: dict[str, Any], input, store, out: Path, client, cata
                   "weights_sha256": {"kinematics": weights_sha256(weights)}}
     catalog_dir = out / spec.get("outputs", {}).get("catalog", "catalog")
     n_chunks = -(-release.n_rows // release.chunk_rows)
+    tidy_catalog_dir(catalog_dir, n_chunks)
     done = finished_parts(catalog_dir, n_chunks, require=provenance)
     todo = [k for k in range(n_chunks) if k not in done]
     options = {"weights": weights, "survey": survey, "psf_fwhm_arcsec": psf,

@@ -123,15 +123,36 @@ def train_kinematic_model(m0: np.ndarray, m1: np.ndarray, mask: np.ndarray, psf_
                                 seconds=time.perf_counter() - start)
 
 
+def galaxy_seeds(m0: np.ndarray, m1: np.ndarray, seed: int = 0) -> np.ndarray:
+    """A 64-bit seed per galaxy from its own input maps (and ``seed``).
+
+    Monte Carlo dropout masks drawn from these are the same whichever chunk, batch, worker or
+    thread a galaxy lands in, so a catalog does not change with ``chunk_rows`` or the cluster.
+    """
+    import hashlib
+
+    seeds = np.empty(len(m0), dtype=np.uint64)
+    for i in range(len(m0)):
+        digest = hashlib.blake2b(np.ascontiguousarray(m0[i], dtype=np.float32).tobytes(), digest_size=8,
+                                 key=int(seed).to_bytes(8, "little", signed=True))
+        digest.update(np.ascontiguousarray(m1[i], dtype=np.float32).tobytes())
+        seeds[i] = np.frombuffer(digest.digest(), dtype=np.uint64)[0]
+    return seeds
+
+
 def mc_dropout(model: KinematicModel, m0: np.ndarray, m1: np.ndarray, samples: int = 100, seed: int = 0,
                batch: int = 256) -> dict[str, np.ndarray]:
     """``samples`` Monte Carlo dropout draws of the model parameters per galaxy: each (n, samples).
 
-    ``samples=0`` returns the deterministic (dropout off) parameters as (n, 1).
+    Each galaxy's dropout masks come from its own generator (:func:`galaxy_seeds`), never from
+    torch's process-wide one, so the draws are reproducible and independent of batching and of
+    other tasks running in the same worker. ``samples=0`` returns the deterministic (dropout
+    off) parameters as (n, 1).
     """
-    torch.manual_seed(seed)
     out: dict[str, list[np.ndarray]] = {p: [] for p in PARAMETERS}
     model.eval()
+    p_keep = 1.0 - model.moment0_encoder.dropout.p
+    seeds = galaxy_seeds(m0, m1, seed) if samples else None
     with torch.inference_mode():
         for a in range(0, len(m0), batch):
             x0 = torch.from_numpy(np.nan_to_num(m0[a: a + batch]).astype(np.float32))
@@ -142,7 +163,14 @@ def mc_dropout(model: KinematicModel, m0: np.ndarray, m1: np.ndarray, samples: i
                 draws = [model.parameters_from(f0, f1)]
             else:  # the hidden layers are deterministic too: only the dropout and last layer are drawn
                 h0, h1 = model.moment0_encoder.hidden(f0), model.moment1_encoder.hidden(f1)
-                draws = [model.parameters_from(h0.repeat(samples, 1), h1.repeat(samples, 1), mc=True, hidden=True)]
+                width = h0.shape[1]
+                keep = np.empty((2, samples, b, width), dtype=np.float32)
+                for i, galaxy_seed in enumerate(seeds[a: a + b]):
+                    keep[:, :, i] = np.random.default_rng(int(galaxy_seed)).random((2, samples, width)) < p_keep
+                masks = (torch.from_numpy(keep[0].reshape(samples * b, width)),
+                         torch.from_numpy(keep[1].reshape(samples * b, width)))
+                draws = [model.parameters_from(h0.repeat(samples, 1), h1.repeat(samples, 1), mc=True, hidden=True,
+                                               keep=masks)]
             for p in PARAMETERS:
                 values = draws[0][p].numpy()
                 out[p].append(values[:, None] if samples == 0 else values.reshape(samples, b).T)

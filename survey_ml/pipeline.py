@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .catalog import export_fits, finished_parts, read_catalog, write_part
+from .catalog import export_fits, finished_parts, read_catalog, tidy_catalog_dir, write_part
 from .progress import RunJournal
 from .quality import USABLE_STATUSES
 from .report import write_html_report
@@ -451,9 +451,7 @@ def run_catalog(release: str | os.PathLike = "dr10", *, input: str | os.PathLike
         require = {k: provenance[k] for k in ("spec_digest", "store", "weights_sha256")}
         done = finished_parts(catalog_dir, n_chunks, require=require)
         todo = [k for k in range(n_chunks) if k not in done]
-        for stale in catalog_dir.glob("part-*.parquet"):  # parts of other chunks/weights: not ours
-            if int(stale.stem.split("-")[1]) >= n_chunks:
-                stale.unlink()
+        tidy_catalog_dir(catalog_dir, n_chunks)  # parts of chunks the store lacks, old torn temporaries
         options = chunk_options(spec, resolved)
         journal.stage("inference", total=n_chunks, kept=done)
         t0 = time.perf_counter()

@@ -119,7 +119,8 @@ def _spectra_figures(catalog: pd.DataFrame, truth: pd.DataFrame | None) -> list[
     p = catalog["p_starforming"].to_numpy(float)
     b.hist([p[predicted & sf], p[predicted & ~sf]], bins=np.linspace(0, 1, 41), stacked=True,
            label=["sf_flag", "not sf_flag"], color=["tab:blue", "0.7"])
-    b.set_yscale("log")
+    if predicted.any():  # a log axis needs counts
+        b.set_yscale("log")
     b.set_xlabel("P(star-forming)")
     b.set_title("star-forming classifier")
     b.legend(fontsize=8)

@@ -46,3 +46,19 @@ def test_resume_sees_only_whole_matching_parts(tmp_path):
     assert finished_parts(tmp_path, 5) == {0, 3}
     assert finished_parts(tmp_path, 5, require={"weights_sha256": "ab" * 32}) == {0}
     assert not list(tmp_path.glob(".*tmp*"))  # atomic writes leave nothing behind
+
+
+def test_tidy_catalog_dir_removes_foreign_parts_and_old_temporaries_only(tmp_path):
+    import os
+    import time
+
+    from survey_ml.catalog import tidy_catalog_dir
+
+    for name in ("part-000000.parquet", "part-000003.parquet", "part-x.parquet", ".part-000001.parquet.tmp-1-ab",
+                 ".part-000002.parquet.tmp-2-cd"):
+        (tmp_path / name).write_bytes(b"x")
+    old = time.time() - 7200
+    os.utime(tmp_path / ".part-000001.parquet.tmp-1-ab", (old, old))
+    removed = {p.name for p in tidy_catalog_dir(tmp_path, n_chunks=2)}
+    assert removed == {"part-000003.parquet", "part-x.parquet", ".part-000001.parquet.tmp-1-ab"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".part-000002.parquet.tmp-2-cd", "part-000000.parquet"]

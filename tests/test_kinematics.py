@@ -107,3 +107,24 @@ def test_model_shapes_and_parameter_ranges():
     assert m0.shape == m1.shape == (3, 64, 64)
     assert float(m1.abs().max()) <= 1.0 and float(m0.max()) == 1.0
     assert (params["inclination_deg"] >= 5).all() and (params["inclination_deg"] <= 89).all()
+
+
+def test_mc_dropout_draws_do_not_depend_on_batching_or_concurrent_tasks():
+    """A galaxy's Monte Carlo draws come from its own generator: same numbers alone, in another batch, or
+    while another thread draws (tasks sharing a multi-threaded Dask worker)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    torch.manual_seed(3)
+    model = KinematicModel()
+    rng = np.random.default_rng(4)
+    m0 = rng.random((12, 64, 64), dtype=np.float32)
+    m1 = rng.uniform(-1, 1, (12, 64, 64)).astype(np.float32)
+    whole = mc_dropout(model, m0, m1, samples=20, batch=5)["vmax_unit"]
+    alone = mc_dropout(model, m0[7:8], m1[7:8], samples=20)["vmax_unit"]
+    np.testing.assert_allclose(alone[0], whole[7], rtol=1e-5)
+    assert whole[7].std() > 0                                       # dropout really on
+    with ThreadPoolExecutor(2) as pool:
+        a, b = pool.map(lambda sl: mc_dropout(model, m0[sl], m1[sl], samples=20)["vmax_unit"],
+                        [slice(0, 6), slice(6, 12)])
+    np.testing.assert_allclose(np.vstack([a, b]), whole, rtol=1e-5)
+    assert not np.allclose(mc_dropout(model, m0, m1, samples=20, seed=1)["vmax_unit"], whole)

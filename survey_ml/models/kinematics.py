@@ -60,11 +60,16 @@ class MapEncoder(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.out = nn.Sequential(nn.Linear(256, 2), nn.Hardtanh())
 
-    def head(self, features: torch.Tensor, mc: bool = False, hidden: bool = False) -> torch.Tensor:
+    def head(self, features: torch.Tensor, mc: bool = False, hidden: bool = False,
+             keep: torch.Tensor | None = None) -> torch.Tensor:
         """Dense layers on trunk features (or on hidden activations, ``hidden=True``); ``mc`` keeps
-        dropout on (Monte Carlo dropout)."""
+        dropout on (Monte Carlo dropout). ``keep`` (same shape as the hidden layer, 0/1) gives the
+        dropout mask explicitly instead of drawing it from torch's global generator."""
         h = features if hidden else self.hidden(features)
-        h = nn.functional.dropout(h, self.dropout.p, training=True) if mc else self.dropout(h)
+        if mc and keep is not None:
+            h = h * keep / (1.0 - self.dropout.p)
+        else:
+            h = nn.functional.dropout(h, self.dropout.p, training=True) if mc else self.dropout(h)
         return self.out(h)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -176,9 +181,12 @@ class KinematicModel(nn.Module):
         return self.moment0_encoder.trunk(m0[:, None]), self.moment1_encoder.trunk(m1[:, None])
 
     def parameters_from(self, f0: torch.Tensor, f1: torch.Tensor, mc: bool = False,
-                        hidden: bool = False) -> dict[str, torch.Tensor]:
-        """Physical parameters from both encoders' trunk features (or hidden activations)."""
-        h0, h1 = self.moment0_encoder.head(f0, mc, hidden), self.moment1_encoder.head(f1, mc, hidden)
+                        hidden: bool = False, keep: tuple[torch.Tensor, torch.Tensor] | None = None
+                        ) -> dict[str, torch.Tensor]:
+        """Physical parameters from both encoders' trunk features (or hidden activations);
+        ``keep``: explicit dropout masks of the two encoders (see :meth:`MapEncoder.head`)."""
+        k0, k1 = keep if keep is not None else (None, None)
+        h0, h1 = self.moment0_encoder.head(f0, mc, hidden, k0), self.moment1_encoder.head(f1, mc, hidden, k1)
         return {"inclination_deg": _to_range(h0[:, 0], "inclination_deg"),
                 "r_scale_pix": _to_range(h0[:, 1], "r_scale_pix"),
                 "vmax_unit": _to_range(h1[:, 0], "vmax_unit"), "r_turn_pix": _to_range(h1[:, 1], "r_turn_pix")}
