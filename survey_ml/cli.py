@@ -41,9 +41,12 @@ def _connect(args: argparse.Namespace):
         from .spec import load_release_spec
 
         spec = load_release_spec(args.release)
-    return connect(args.scheduler, cluster=getattr(args, "cluster", "local"), n_workers=args.workers,
-                   dashboard_address=args.dashboard, jobs=getattr(args, "jobs", None),
-                   gpus=getattr(args, "gpus", None), spec=spec)
+    try:
+        return connect(args.scheduler, cluster=getattr(args, "cluster", "local"), n_workers=args.workers,
+                       dashboard_address=args.dashboard, jobs=getattr(args, "jobs", None),
+                       gpus=getattr(args, "gpus", None), spec=spec)
+    except (RuntimeError, ImportError) as err:  # no sbatch here, not under mpirun, dask-jobqueue missing...
+        raise SystemExit(f"survey-ml: cannot start the {getattr(args, 'cluster', 'local')} cluster: {err}") from err
 
 
 def store_summary(store: str | os.PathLike) -> str:

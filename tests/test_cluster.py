@@ -119,3 +119,22 @@ def test_cuda_cluster_puts_one_worker_on_each_gpu():
         assert devices and all(d.startswith("cuda") for d in devices.values())
     finally:
         c.close()
+
+
+def test_cli_says_plainly_when_a_cluster_cannot_start(tmp_path):
+    """--cluster slurm where there is no sbatch / --cluster mpi outside mpirun: one clear line, exit 1, no traceback."""
+    import os
+    import shutil
+
+    import pytest
+
+    if shutil.which("sbatch"):
+        pytest.skip("this machine can submit SLURM jobs")
+    env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + "/usr/bin:/bin"}
+    env.pop(SCHEDULER_ENV, None)
+    for kind, words in (("slurm", "`sbatch` is not on PATH"), ("mpi", "mpirun")):
+        out = subprocess.run([sys.executable, "-m", "survey_ml", "run-catalog", "dr10", "--cluster", kind,
+                              "--out", str(tmp_path / kind)], capture_output=True, text=True, timeout=120, env=env)
+        assert out.returncode == 1
+        assert f"survey-ml: cannot start the {kind} cluster" in out.stderr and words in out.stderr
+        assert "Traceback" not in out.stderr
