@@ -17,7 +17,6 @@ nothing of the data's noise beyond what the training saw).
 """
 from __future__ import annotations
 
-import copy
 import math
 import time
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ import numpy as np
 import torch
 
 from .models.kinematics import PARAMETERS, KinematicModel, masked_mse
+from .training_loop import train_epochs
 
 __all__ = ["KinematicTrainConfig", "train_kinematic_model", "mc_dropout", "physical_samples", "reconstruction_error",
            "summarise", "train_kinematics_task", "prepare_map_files"]
@@ -92,33 +92,18 @@ def train_kinematic_model(m0: np.ndarray, m1: np.ndarray, mask: np.ndarray, psf_
     model = KinematicModel(size=m0.shape[-1], dropout=config.dropout, psf_aware=config.psf_aware)
     optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
     scheduler = torch.optim.lr_scheduler.StepLR(optimiser, step_size=config.decay_every, gamma=config.lr_decay)
-    generator = torch.Generator().manual_seed(config.seed)
-    best, best_state, best_epoch, history = np.inf, copy.deepcopy(model.state_dict()), -1, []
-    for epoch in range(config.epochs):
-        model.train()
-        perm = train[torch.randperm(len(train), generator=generator).numpy()]
-        total = 0.0
-        for k in range(0, len(perm), config.batch_size):
-            idx = torch.from_numpy(perm[k: k + config.batch_size])
-            loss = _loss(model, t0[idx], t1[idx], tm[idx], tp[idx])
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            total += float(loss.detach()) * len(idx)
-        scheduler.step()
-        model.eval()
-        with torch.inference_mode():
-            idx = torch.from_numpy(val if len(val) else train)
-            val_loss = float(_loss(model, t0[idx], t1[idx], tm[idx], tp[idx]))
-        history.append({"epoch": epoch, "train_loss": total / max(len(train), 1), "val_loss": val_loss,
-                        "seconds": time.perf_counter() - start})
-        if progress:
-            print(f"kinematics epoch {epoch:3d}  train {history[-1]['train_loss']:.5f}  val {val_loss:.5f}  "
-                  f"{history[-1]['seconds']:.0f} s", flush=True)
-        if val_loss < best:
-            best, best_state, best_epoch = val_loss, copy.deepcopy(model.state_dict()), epoch
-    model.load_state_dict(best_state)
-    model.eval()
+
+    def batch_loss(idx: np.ndarray) -> torch.Tensor:
+        idx = torch.from_numpy(idx)
+        return _loss(model, t0[idx], t1[idx], tm[idx], tp[idx])
+
+    def validation_loss() -> float:
+        idx = torch.from_numpy(val if len(val) else train)
+        return float(_loss(model, t0[idx], t1[idx], tm[idx], tp[idx]))
+
+    history, best_epoch = train_epochs(model, train, batch_loss, validation_loss, optimiser, scheduler,
+                                       epochs=config.epochs, batch_size=config.batch_size, seed=config.seed,
+                                       label="kinematics", progress=progress, start=start)
     return KinematicTrainResult(model=model, config=config, history=history, best_epoch=best_epoch,
                                 seconds=time.perf_counter() - start)
 

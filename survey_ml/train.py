@@ -14,7 +14,6 @@ always be reproduced from the config saved beside it.
 """
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import os
@@ -35,6 +34,7 @@ from .preprocess.spectra import model_inputs
 from .simulate.observe import LamostInstrument, observe_lamost
 from .simulate.release import ObservationPlan, draw_observations
 from .spec import load_release_spec
+from .training_loop import train_epochs
 
 __all__ = ["TrainingSet", "make_training_set", "TrainConfig", "TrainResult", "split_indices", "train_model",
            "load_recipe", "recipe_training_set", "recipe_config", "evaluate", "train_task"]
@@ -263,35 +263,11 @@ def train_model(x: np.ndarray, y: np.ndarray, config: TrainConfig = TrainConfig(
     optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimiser, factor=config.plateau_factor,
                                                            patience=config.plateau_patience)
-    generator = torch.Generator().manual_seed(config.seed)
-    best, best_state, best_epoch, history, stale = np.inf, copy.deepcopy(model.state_dict()), -1, [], 0
-    for epoch in range(config.epochs):
-        model.train()
-        order = tr[torch.randperm(len(tr), generator=generator).numpy()]
-        total = 0.0
-        for k in range(0, len(order), config.batch_size):
-            idx = order[k: k + config.batch_size]
-            loss = _loss(model, xt[idx].to(device), yt[idx].to(device), config)
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            total += float(loss.detach()) * len(idx)
-        val = _evaluate(model, xt, yt, va, config, device)
-        scheduler.step(val)
-        history.append({"epoch": epoch, "train_loss": total / max(len(tr), 1), "val_loss": val,
-                        "lr": optimiser.param_groups[0]["lr"]})
-        history[-1]["seconds"] = time.perf_counter() - start
-        if progress:
-            print(f"epoch {epoch:3d}  train {history[-1]['train_loss']:.5f}  val {val:.5f}  "
-                  f"lr {history[-1]['lr']:.1e}  {history[-1]['seconds']:.0f} s", flush=True)
-        if val < best:
-            best, best_state, best_epoch, stale = val, copy.deepcopy(model.state_dict()), epoch, 0
-        else:
-            stale += 1
-            if config.early_stop_patience is not None and stale >= config.early_stop_patience:
-                break
-    model.load_state_dict(best_state)
-    model.eval()
+    history, best_epoch = train_epochs(
+        model, tr, lambda idx: _loss(model, xt[idx].to(device), yt[idx].to(device), config),
+        lambda: _evaluate(model, xt, yt, va, config, device), optimiser, scheduler, epochs=config.epochs,
+        batch_size=config.batch_size, seed=config.seed, patience=config.early_stop_patience, progress=progress,
+        start=start)
     return TrainResult(model=model, config=config, history=history, best_epoch=best_epoch, train_index=tr,
                        val_index=va, test_index=te, seconds=time.perf_counter() - start)
 

@@ -21,7 +21,6 @@ library, the setup, the network and its training. Two networks:
 """
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import os
@@ -39,6 +38,7 @@ from .cluster import run_blocks
 from .models.redshift_cnn import PublishedRedshiftCNN, RedshiftPDFNet
 from .preprocess.redshift import published_redshift_inputs, redshift_inputs, setup_of
 from .train import load_recipe, split_indices
+from .training_loop import train_epochs
 
 __all__ = ["RedshiftSet", "make_redshift_set", "cached_redshift_set", "observe_setup", "RedshiftTrainConfig",
            "train_redshift_model", "train_redshift_task", "setup_native_wavelength"]
@@ -219,37 +219,19 @@ def train_redshift_model(x: np.ndarray, z: np.ndarray, config: RedshiftTrainConf
     optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimiser, factor=config.plateau_factor,
                                                            patience=config.plateau_patience)
-    generator = torch.Generator().manual_seed(config.seed)
-    best, best_state, best_epoch, stale, history = np.inf, copy.deepcopy(model.state_dict()), -1, 0, []
-    for epoch in range(config.epochs):
-        model.train()
-        order = tr[torch.randperm(len(tr), generator=generator).numpy()]
-        total = 0.0
-        for k in range(0, len(order), config.batch_size):
-            idx = torch.from_numpy(order[k: k + config.batch_size])
-            loss = loss_fn(model(xt[idx]), idx)
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            total += float(loss.detach()) * len(idx)
-        model.eval()
-        with torch.inference_mode():
-            val = sum(float(loss_fn(model(xt[torch.from_numpy(va[k: k + 1024])]), torch.from_numpy(va[k: k + 1024])))
-                      * len(va[k: k + 1024]) for k in range(0, len(va), 1024)) / max(len(va), 1)
-        scheduler.step(val)
-        history.append({"epoch": epoch, "train_loss": total / max(len(tr), 1), "val_loss": val,
-                        "lr": optimiser.param_groups[0]["lr"], "seconds": time.perf_counter() - start})
-        if progress:
-            print(f"{config.network}/{config.setup} epoch {epoch:3d}  train {history[-1]['train_loss']:.5f}  "
-                  f"val {val:.5f}  lr {history[-1]['lr']:.1e}  {history[-1]['seconds']:.0f} s", flush=True)
-        if val < best:
-            best, best_state, best_epoch, stale = val, copy.deepcopy(model.state_dict()), epoch, 0
-        else:
-            stale += 1
-            if stale >= config.early_stop_patience:
-                break
-    model.load_state_dict(best_state)
-    model.eval()
+
+    def batch_loss(idx: np.ndarray) -> torch.Tensor:
+        idx = torch.from_numpy(idx)
+        return loss_fn(model(xt[idx]), idx)
+
+    def validation_loss() -> float:
+        return sum(float(loss_fn(model(xt[torch.from_numpy(va[k: k + 1024])]), torch.from_numpy(va[k: k + 1024])))
+                   * len(va[k: k + 1024]) for k in range(0, len(va), 1024)) / max(len(va), 1)
+
+    history, best_epoch = train_epochs(model, tr, batch_loss, validation_loss, optimiser, scheduler,
+                                       epochs=config.epochs, batch_size=config.batch_size, seed=config.seed,
+                                       patience=config.early_stop_patience,
+                                       label=f"{config.network}/{config.setup}", progress=progress, start=start)
     return {"model": model, "history": history, "best_epoch": best_epoch, "train_index": tr, "val_index": va,
             "test_index": te, "seconds": time.perf_counter() - start}
 
