@@ -29,7 +29,6 @@ more than 1 sigma above the sample's mean, 8 no stellar mass. The TFR fits use r
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -40,6 +39,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from .pipeline import CatalogRun
+from .spec import spec_digest
 
 __all__ = ["run_ifu_catalog", "kinematics_chunk", "KINEMATIC_COLUMNS", "IFURunReport"]
 
@@ -220,24 +222,10 @@ def _train_on_releases(sources: list[tuple[Path, dict[str, Any]]], path: Path, t
 
 
 @dataclass
-class IFURunReport:
-    """What an IFU run did (also ``report.json``)."""
+class IFURunReport(CatalogRun):
+    """What an IFU run did (also ``report.json``): the common fields and the TFR fits."""
 
-    release: str
-    out: Path
-    store: Path
-    catalog_dir: Path
-    n_rows: int
-    parts_total: int
-    parts_written: int
-    status_counts: dict[str, int]
-    timings: dict[str, float]
     tfr: dict[str, Any] = field(default_factory=dict)
-    outputs: dict[str, str] = field(default_factory=dict)
-    provenance: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: (str(v) if isinstance(v, Path) else v) for k, v in self.__dict__.items()}
 
     def summary(self) -> str:
         lines = [f"run-catalog {self.release}: {self.n_rows} galaxies -> {self.catalog_dir} "
@@ -284,11 +272,6 @@ def _fit_relations(catalog: pd.DataFrame, out: Path, name: str) -> tuple[dict[st
         plots[f"tfr_{kind}"] = str(plot_tfr(fit, x[use], y[use], out / f"tfr_{kind}.png", kind=kind,
                                             title=f"{name}: {kind} TFR"))
     return fits, plots
-
-
-def _spec_digest(spec: dict[str, Any]) -> str:
-    keep = {k: spec.get(k) for k in ("tasks", "prepare")}
-    return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def run_ifu_catalog(spec: dict[str, Any], *, input: str | os.PathLike | None = None,
@@ -370,7 +353,7 @@ def _run_ifu_catalog(spec: dict[str, Any], input, store, out: Path, client, cata
         weights = str(weights if weights.is_absolute() or weights.exists() else WEIGHTS_DIR / weights)
     else:
         raise ValueError(f"[tasks.kinematics] train must be solo, combined, blind or absent, not {mode!r}")
-    provenance = {"release": name, "spec_digest": _spec_digest(spec), "store": str(store.resolve()),
+    provenance = {"release": name, "spec_digest": spec_digest(spec, ("tasks", "prepare")), "store": str(store.resolve()),
                   "weights_sha256": {"kinematics": weights_sha256(weights)}}
     catalog_dir = out / spec.get("outputs", {}).get("catalog", "catalog")
     n_chunks = -(-release.n_rows // release.chunk_rows)

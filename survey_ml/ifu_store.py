@@ -83,7 +83,7 @@ from .io.manga import DRP_DONOTUSE, log_mstar_h70, read_drpall, read_manga_maps
 from .io.sami import read_sami_catalogue, read_sami_maps
 from .moments import (HALPHA_VACUUM, MANGA_MAP_FLUX_UNIT, MOMENT_DEFAULTS, halpha_planes, halpha_window,
                       moment_maps_from_cube)
-from .store import _INT_MISSING, IngestReport, _atomic_write_bytes, _blocks, _typed_frame, discover_files
+from .store import _INT_MISSING, IngestReport, _atomic_write_bytes, _blocks, _typed_frame, discover_files, read_release_info
 from .wavelength import LogLinearGrid
 
 __all__ = ["ingest_ifu", "open_ifu_release", "IFURelease", "moment_maps_from_cube", "moment_maps_from_store",
@@ -749,11 +749,7 @@ def open_ifu_release(store: str | os.PathLike) -> IFURelease:
     store : str or os.PathLike
         Directory written by :func:`ingest_ifu`.
     """
-    path = Path(store)
-    info_file = path / "release.json"
-    if not info_file.exists():
-        raise FileNotFoundError(f"{path} is not a survey_ml release store (no release.json)")
-    info = json.loads(info_file.read_text())
+    path, info = read_release_info(store)
     if info.get("kind") != "ifu":
         raise ValueError(f"{path} is not an IFU release store (kind={info.get('kind', 'spectra')!r}); "
                          "open spectra stores with survey_ml.store.open_release")

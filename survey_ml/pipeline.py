@@ -28,7 +28,6 @@ anything else
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -44,8 +43,9 @@ from .catalog import export_fits, finished_parts, read_catalog, tidy_catalog_dir
 from .progress import RunJournal
 from .quality import USABLE_STATUSES
 from .report import write_html_report
+from .spec import spec_digest
 
-__all__ = ["run_catalog", "catalog_chunk", "chunk_options", "resolve_weights", "RunReport", "CATALOG_COLUMNS", "attach_masses", "prepare_store"]
+__all__ = ["run_catalog", "catalog_chunk", "chunk_options", "resolve_weights", "RunReport", "CatalogRun", "CATALOG_COLUMNS", "attach_masses", "prepare_store"]
 
 #: Columns of a metallicity catalog, in order, with their dtypes.
 CATALOG_COLUMNS: dict[str, str] = {
@@ -189,8 +189,8 @@ def _write_chunk(zarr_path: str, start: int, stop: int, objects: pd.DataFrame, c
 
 # --------------------------------------------------------------------------- the run
 @dataclass
-class RunReport:
-    """What a run did and where its outputs are (also written as ``report.json``)."""
+class CatalogRun:
+    """What any run-catalog did (spectra or IFU): where, how many rows and parts, counts, timings."""
 
     release: str
     out: Path
@@ -202,12 +202,19 @@ class RunReport:
     status_counts: dict[str, int]
     timings: dict[str, float]
     outputs: dict[str, str] = field(default_factory=dict)
-    mzr: dict[str, Any] | None = None
-    dashboard: str | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields (paths as strings): the content of ``report.json``."""
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in self.__dict__.items()}
+
+
+@dataclass
+class RunReport(CatalogRun):
+    """What a metallicity / redshift run did and where its outputs are (also written as ``report.json``)."""
+
+    mzr: dict[str, Any] | None = None
+    dashboard: str | None = None
 
     def summary(self) -> str:
         """The lines ``survey-ml run-catalog`` prints at the end."""
@@ -235,11 +242,6 @@ class RunReport:
         if self.dashboard:
             lines.append(f"  dashboard {self.dashboard}")
         return "\n".join(lines)
-
-
-def _spec_digest(spec: dict[str, Any]) -> str:
-    keep = {k: spec.get(k) for k in ("cuts", "tasks")}
-    return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def resolve_weights(spec: dict[str, Any], weights: dict[str, str] | None) -> dict[str, str]:
@@ -443,7 +445,7 @@ def run_catalog(release: str | os.PathLike = "dr10", *, input: str | os.PathLike
         data = open_release(store_path)
         resolved = resolve_weights(spec, weights)
         provenance = {"version": __version__, "release": name, "spec": Path(spec["release"]["spec_path"]).name,
-                      "spec_digest": _spec_digest(spec), "store": str(store_path.resolve()),
+                      "spec_digest": spec_digest(spec, ("cuts", "tasks")), "store": str(store_path.resolve()),
                       "weights_sha256": {t: weights_sha256(p) for t, p in resolved.items()},
                       "weights": {t: Path(p).name for t, p in resolved.items()}}
         catalog_dir = out / spec.get("outputs", {}).get("catalog", "catalog")

@@ -26,7 +26,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -44,7 +44,7 @@ from .io.spectrum import Spectrum
 from .quality import MASK_NODATA, USABLE_STATUSES, assess_spectrum
 from .wavelength import LAMOST_LRS_GRID, SDSS_GRID, LogLinearGrid
 
-__all__ = ["ingest", "open_release", "Release", "IngestReport", "discover_files", "READERS",
+__all__ = ["ingest", "open_release", "read_release_info", "Release", "IngestReport", "discover_files", "READERS",
            "OBJECT_COLUMNS"]
 
 #: Spectrum readers by name, as a release spec names them.
@@ -115,6 +115,18 @@ class Release:
         return self.grid.wavelength()
 
 
+def read_release_info(store: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
+    """A release store's folder and its ``release.json`` (spectra and IFU stores alike).
+
+    Raises FileNotFoundError, naming the folder, when it is not a release store.
+    """
+    path = Path(store)
+    info_file = path / "release.json"
+    if not info_file.exists():
+        raise FileNotFoundError(f"{path} is not a survey_ml release store (no release.json)")
+    return path, json.loads(info_file.read_text())
+
+
 def open_release(store: str | os.PathLike) -> Release:
     """Open an ingested release store read-only.
 
@@ -123,11 +135,7 @@ def open_release(store: str | os.PathLike) -> Release:
     store : str or os.PathLike
         Directory written by :func:`ingest`.
     """
-    path = Path(store)
-    info_file = path / "release.json"
-    if not info_file.exists():
-        raise FileNotFoundError(f"{path} is not a survey_ml release store (no release.json)")
-    info = json.loads(info_file.read_text())
+    path, info = read_release_info(store)
     objects_file = path / "objects.parquet"
     objects = pd.read_parquet(objects_file) if objects_file.exists() else _empty_objects()
     return Release(path=path, name=info["release"], grid=LogLinearGrid(**info["grid"]),
