@@ -90,6 +90,35 @@ def machine() -> dict:
     return info
 
 
+def matmul_peak_flops(device: str = "cpu", dtype=None, size: int = 2048, repeats: int = 10,
+                      threads: int | None = None) -> float:
+    """Best-of dense matmul FLOP/s of ``size``-square matrices on ``device`` (float32 by default).
+
+    The hardware's own peak, measured in the benchmark's run, that throughput figures are
+    quoted against; ``threads`` sets torch's CPU threads first. GPU timings synchronise.
+    """
+    import time
+
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    device = torch.device(device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda *_: None)
+    a = torch.randn(size, size, device=device, dtype=dtype or torch.float32)
+    b = torch.randn(size, size, device=device, dtype=dtype or torch.float32)
+    for _ in range(3):
+        a @ b
+    best = 0.0
+    for _ in range(repeats):
+        sync(device)
+        t = time.perf_counter()
+        a @ b
+        sync(device)
+        best = max(best, 2 * size**3 / (time.perf_counter() - t))
+    return best
+
+
 def emit(name: str, result: dict, folder: Path | None = None) -> Path:
     """Print ``result`` as JSON and keep it as ``<folder>/<name>.json`` (default :data:`RESULTS`)."""
     result = {"benchmark": name, "machine": machine(), **result}

@@ -30,7 +30,7 @@ import time
 
 import numpy as np
 
-from _common import emit
+from _common import emit, matmul_peak_flops
 
 
 def _synchronize(device) -> None:
@@ -42,24 +42,6 @@ def _synchronize(device) -> None:
 
 PUBLISHED_T4_SPECTRA_PER_S = 6000.0
 GOAL_H100_SPECTRA_PER_S = 50_000.0
-
-
-def matmul_peak(device, dtype, size: int, repeats: int = 20) -> float:
-    """Best-of dense matmul FLOP/s of ``size``-square matrices on ``device`` in ``dtype``."""
-    import torch
-
-    a = torch.randn(size, size, device=device, dtype=dtype)
-    b = torch.randn(size, size, device=device, dtype=dtype)
-    for _ in range(3):
-        a @ b
-    best = 0.0
-    for _ in range(repeats):
-        _synchronize(device)
-        t = time.perf_counter()
-        a @ b
-        _synchronize(device)
-        best = max(best, 2 * size**3 / (time.perf_counter() - t))
-    return best
 
 
 def bf16_rate(model, x: np.ndarray, batch_size: int, repeats: int) -> float:
@@ -143,14 +125,14 @@ def main() -> None:
         shapes[task] = list(shape)
         flops[task] = int(forward_flops(model, n_pix=shape[1], in_channels=shape[0]))
     size = 8192 if device.type == "cuda" else 1024
-    peaks = {"fp32": matmul_peak(device, torch.float32, size)}
+    peaks = {"fp32": matmul_peak_flops(device, torch.float32, size, repeats=20)}
     result = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
               "device_type": device.type, "cpu_threads": torch.get_num_threads() if device.type == "cpu" else None,
               "n": args.n, "batch_size": batch, "input_shapes": shapes, "network_flops_per_spectrum": flops,
               "network_spectra_per_s": {k: round(v, 1) for k, v in rates.items()},
               "dr10_network_spectra_per_s": round(1.0 / sum(1.0 / v for v in rates.values()), 1)}
     if device.type == "cuda":
-        peaks["bf16"] = matmul_peak(device, torch.bfloat16, size)
+        peaks["bf16"] = matmul_peak_flops(device, torch.bfloat16, size, repeats=20)
         model, _ = load_model(WEIGHTS_DIR / tasks["metallicity"]["weights"], device)
         result["metallicity_bf16_spectra_per_s"] = round(bf16_rate(model, inputs["metallicity"], batch, args.repeats), 1)
     best = max(rates["metallicity"], result.get("metallicity_bf16_spectra_per_s", 0.0))

@@ -26,22 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import emit
-
-
-def matmul_peak_flops(threads: int, size: int = 2048, repeats: int = 10) -> float:
-    """Best-of float32 matmul FLOP/s with ``threads`` torch threads."""
-    import torch
-
-    torch.set_num_threads(threads)
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    a @ b
-    best = 0.0
-    for _ in range(repeats):
-        t = time.perf_counter()
-        a @ b
-        best = max(best, 2 * size**3 / (time.perf_counter() - t))
-    return best
+from _common import emit, matmul_peak_flops
 
 
 def plain_loop(store: Path, weights: dict[str, str], threads: int, cuts: dict, batch_size: int) -> tuple[int, float]:
@@ -117,7 +102,7 @@ def main() -> None:
     batch_size = int(spec["tasks"]["metallicity"]["batch_size"])
     n_loop, t_loop = plain_loop(store, weights, cores, spec["cuts"], batch_size)
     flops = sum(forward_flops(load_model(w, "cpu")[0]) for w in weights.values())
-    peak = matmul_peak_flops(cores)
+    peak = matmul_peak_flops(threads=cores)
     predicted = sum(v for k, v in report.status_counts.items() if k in ("ok", "masked_values"))
     emit("run_catalog", {
         "n_rows": n_rows, "n_predicted": predicted, "chunk_rows": int(spec["ingest"]["chunk_rows"]),
