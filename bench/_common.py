@@ -152,7 +152,7 @@ def held_out_release(work: Path, library_size: int, n: int, cache: str | None, c
 def strong_line_metallicities(release, library) -> tuple[dict, dict, object]:
     """N2 and O3N2 metallicities of every row, PP04 and calibrated on the library's star-forming galaxies.
 
-    Runs ``survey_ml.baseline.strong_line_metallicity`` over the store's chunks with Dask (the
+    Runs ``survey_ml.core.strong_lines.strong_line_metallicity`` over the store's chunks with Dask (the
     current client). Returns ``({calibration: (n, 2) array [n2, o3n2]}, {calibration: seconds},
     library_calibration)``.
     """
@@ -161,7 +161,8 @@ def strong_line_metallicities(release, library) -> tuple[dict, dict, object]:
     import dask.array as da
     import numpy as np
 
-    from survey_ml.baseline import PP04, calibrate_strong_lines, strong_line_metallicity
+    from survey_ml.core.calibrations import PP04, calibrate_strong_lines
+    from survey_ml.core.strong_lines import strong_line_metallicity
 
     sf_lib = library.truth[library.truth["starforming"]]
     library_cal = calibrate_strong_lines(sf_lib["nii6584"], sf_lib["ha"], sf_lib["oiii5007"], sf_lib["hb"],

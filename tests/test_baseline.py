@@ -5,10 +5,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from survey_ml.baseline import (BALMER_ABSORPTION_FWHM, BALMER_ABSORPTION_WEIGHTS, BASELINE_COLUMNS,
-                                BASELINE_STATUSES, LINE_NAMES, LINE_WAVELENGTHS, PP04_N2_SIGMA, PP04_O3N2_SIGMA,
-                                fit_strong_lines, fit_strong_lines_block, pp04_n2, pp04_o3n2,
-                                strong_line_metallicity)
+from survey_ml.core.calibrations import PP04_N2_SIGMA, PP04_O3N2_SIGMA, pp04_n2, pp04_o3n2
+from survey_ml.core.line_fit import (BALMER_ABSORPTION_FWHM, BALMER_ABSORPTION_WEIGHTS, LINE_NAMES, LINE_WAVELENGTHS,
+                                     fit_strong_lines_block)
+from survey_ml.core.line_fit_exact import fit_strong_lines
+from survey_ml.core.strong_lines import BASELINE_COLUMNS, BASELINE_STATUSES, strong_line_metallicity
 from survey_ml.simulate.parametric import make_lamost_spectrum
 from survey_ml.wavelength import LAMOST_LRS_GRID
 

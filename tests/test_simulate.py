@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 from scipy.stats import spearmanr
 
-from survey_ml.baseline import PP04, calibrate_strong_lines, strong_line_metallicity
+from survey_ml.core.calibrations import PP04, calibrate_strong_lines
+from survey_ml.core.strong_lines import strong_line_metallicity
 from survey_ml.io.lamost import read_lamost_catalogue, read_lamost_spectrum
 from survey_ml.simulate.library import LibraryConfig, build_library
 from survey_ml.simulate.release import ObservationPlan, simulate_release

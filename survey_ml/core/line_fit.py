@@ -1,10 +1,10 @@
-"""The strong-line ("traditional method") gas-phase metallicity baseline.
+"""Gaussian fits of the strong emission lines of a block of spectra (the baseline's line fluxes).
 
 Emission-line fluxes are measured by fitting Gaussian lines on a local linear continuum in
 three independent groups (under Hbeta and Halpha with a stellar Balmer absorption trough of
-fixed shape), and turned into 12 + log(O/H) with the Pettini & Pagel (2004, PP04) N2 and
-O3N2 calibrations. This is the anchor of SCIENCE.md section 1 that a full-spectrum model
-must clearly beat.
+fixed shape). This module holds the line model, the fitting windows and the vectorised
+block fit; :mod:`survey_ml.core.line_fit_exact` holds the exact per-row fit on the same
+model, and :mod:`survey_ml.core.calibrations` turns the fluxes into 12 + log(O/H).
 
 Line groups (vacuum rest wavelengths, Angstrom), each with one common velocity offset
 ``dv`` and one common velocity dispersion:
@@ -75,9 +75,6 @@ Model choices (written down because the sources leave them open):
 
 Two paths give the same fit:
 
-* ``fit_strong_lines`` fits one spectrum on any grid with
-  :func:`scipy.optimize.least_squares` (trust-region reflective, analytic Jacobian),
-  started from a grid search.
 * ``fit_strong_lines_block`` fits a block of spectra on one common grid at once, in NumPy:
   a grid search over ``dv`` (9 values, 75 km/s apart) at a typical width, then over
   ``sigma_v`` (8 values) at the best ``dv``, with the linear parameters (continuum, trough
@@ -85,102 +82,22 @@ Two paths give the same fit:
   ``b`` comes out positive), then batched Levenberg-Marquardt steps on all parameters (a
   ``dv``, ``sigma`` or ``b`` pinned at its bound is frozen for the step), iterated on each
   row until it converges. It lands within 0.05 sigma of the least-squares path (tested;
-  typically < 0.01 sigma) and is ~12x faster; see :data:`MEASURED_SPEED`.
-
-:func:`strong_line_metallicity` runs the block path and the PP04 calibrations and returns
-a DataFrame; it is the function a Dask ``map_blocks`` / ``map_partitions`` call lifts.
+  typically < 0.01 sigma) and is ~12x faster; see
+  :data:`survey_ml.core.strong_lines.MEASURED_SPEED`.
+* ``fit_strong_lines`` (:mod:`survey_ml.core.line_fit_exact`) fits one spectrum on any grid
+  with :func:`scipy.optimize.least_squares`, started from this module's grid search.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
-from scipy.optimize import least_squares
 
-__all__ = ["fit_strong_lines", "fit_strong_lines_block", "strong_line_metallicity", "pp04_n2",
-           "StrongLineCalibration", "PP04", "calibrate_strong_lines",
-           "pp04_o3n2", "PP04_N2_SIGMA", "PP04_O3N2_SIGMA", "LINE_WAVELENGTHS", "LINE_NAMES",
-           "BASELINE_COLUMNS", "BASELINE_STATUSES", "MEASURED_SPEED", "BALMER_ABSORPTION_FWHM",
+__all__ = ["fit_strong_lines_block", "LINE_WAVELENGTHS", "LINE_NAMES", "BALMER_ABSORPTION_FWHM",
            "BALMER_ABSORPTION_WEIGHTS"]
 
 C_KMS = 299_792.458
 FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))  # 2.3548
-
-#: Intrinsic scatter of the PP04 calibrations (dex).
-PP04_N2_SIGMA = 0.18
-PP04_O3N2_SIGMA = 0.14
-
-#: Validity ranges of the PP04 linear calibrations.
-PP04_N2_RANGE = (-2.5, -0.3)
-PP04_O3N2_MAX = 1.9
-
-
-@dataclass(frozen=True)
-class StrongLineCalibration:
-    """Linear strong-line calibrations, ``12 + log(O/H) = zero + slope * index``.
-
-    For ``N2 = log([NII]6584/Ha)`` and ``O3N2 = log(([OIII]5007/Hb)/([NII]6584/Ha))``, each
-    with the index range over which it holds and its scatter (dex). :data:`PP04` is
-    Pettini & Pagel (2004), an empirical (T_e) calibration; :func:`calibrate_strong_lines`
-    derives one from a photoionisation-model library instead, the way Kewley & Dopita
-    (2002) did - the two scales differ by a few tenths of a dex at high metallicity
-    (Kewley & Ellison 2008), so a baseline is only fair on its labels' own scale.
-    """
-
-    name: str
-    n2_zero: float
-    n2_slope: float
-    n2_range: tuple[float, float]
-    n2_sigma: float
-    o3n2_zero: float
-    o3n2_slope: float
-    o3n2_range: tuple[float, float]
-    o3n2_sigma: float
-
-
-#: Pettini & Pagel (2004): 8.90 + 0.57 N2 (-2.5 < N2 < -0.3); 8.73 - 0.32 O3N2 (O3N2 < 1.9).
-PP04 = StrongLineCalibration("PP04", 8.90, 0.57, PP04_N2_RANGE, PP04_N2_SIGMA,
-                             8.73, -0.32, (-np.inf, PP04_O3N2_MAX), PP04_O3N2_SIGMA)
-
-
-def calibrate_strong_lines(nii6584, ha, oiii5007, hb, oh12, name: str = "library") -> StrongLineCalibration:
-    """Fit N2 and O3N2 calibrations to line fluxes of known metallicity (e.g. a model library).
-
-    Ordinary least squares of ``oh12`` on each index over the rows where it is finite;
-    the validity range is the index range spanned by those rows, the scatter the rms
-    residual.
-
-    Parameters
-    ----------
-    nii6584, ha, oiii5007, hb : array_like
-        Noise-free line fluxes of star-forming (HII-region-like) spectra.
-    oh12 : array_like
-        Their 12 + log(O/H).
-    name : str
-        Label kept in the calibration.
-
-    Examples
-    --------
-    >>> n2 = np.linspace(-1.2, -0.4, 9); o3n2 = np.linspace(1.5, 0.0, 9)
-    >>> cal = calibrate_strong_lines(10**n2, np.ones(9), 10**(o3n2 + n2), np.ones(9), 8.90 + 0.57 * n2)
-    >>> round(cal.n2_zero, 3), round(cal.n2_slope, 3), round(cal.n2_sigma, 6)
-    (8.9, 0.57, 0.0)
-    """
-    nii, ha, oiii, hb, oh12 = (np.asarray(v, dtype=np.float64) for v in (nii6584, ha, oiii5007, hb, oh12))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        n2 = np.log10(nii / ha)
-        o3n2 = np.log10((oiii / hb) / (nii / ha))
-    fits = []
-    for index in (n2, o3n2):
-        use = np.isfinite(index) & np.isfinite(oh12)
-        if use.sum() < 3:
-            raise ValueError("need at least 3 rows with finite lines and oh12 to calibrate")
-        slope, zero = np.polyfit(index[use], oh12[use], 1)
-        rms = float(np.sqrt(np.mean((oh12[use] - zero - slope * index[use]) ** 2)))
-        fits.append((float(zero), float(slope), (float(index[use].min()), float(index[use].max())), rms))
-    (n2_zero, n2_slope, n2_range, n2_sigma), (o3_zero, o3_slope, o3_range, o3_sigma) = fits
-    return StrongLineCalibration(name, n2_zero, n2_slope, n2_range, n2_sigma, o3_zero, o3_slope, o3_range, o3_sigma)
 
 #: Vacuum rest wavelengths (A) of the lines fitted.
 LINE_WAVELENGTHS = {"hb": 4862.68, "oiii4959": 4960.30, "oiii5007": 5008.24, "nii6548": 6549.86,
@@ -213,29 +130,6 @@ _DV_GRID = np.linspace(-DV_MAX, DV_MAX, 9)
 _SIGMA_V_GRID = np.array([0.0, 30.0, 60.0, 100.0, 150.0, 220.0, 320.0, 500.0])
 _SIGMA_V_START = 80.0
 _LM_STEPS = 50
-
-#: Row statuses of :func:`strong_line_metallicity`, most severe first. ``ok``: both
-#: metallicities; ``partial``: one of them (typically N2 above its validity range, at
-#: 12 + log(O/H) > 8.73); the rest say why neither could be given.
-BASELINE_STATUSES = ("bad_redshift", "no_coverage", "fit_failed", "low_snr", "out_of_calibration",
-                     "partial", "ok")
-
-#: Columns (and dtypes) of :func:`strong_line_metallicity`'s frame.
-BASELINE_COLUMNS = {"hb": "float64", "hb_err": "float64", "oiii5007": "float64", "oiii5007_err": "float64",
-                    "ha": "float64", "ha_err": "float64", "nii6584": "float64", "nii6584_err": "float64",
-                    "oh12_n2": "float64", "oh12_o3n2": "float64", "baseline_status": "object",
-                    "baseline_message": "object"}
-
-#: Throughput on mock LAMOST LRS spectra (3950-pixel grid, the mock release's mix: snr_r
-#: 3-60, 70% star-forming), one core (``taskset -c 0``, 1 BLAS thread) of a shared 2-core
-#: development VM, numpy 2.4 / scipy 1.17, with the Balmer absorption troughs: 2,000 spectra
-#: in blocks of 1,000-2,000 rows (250 rows: ~355/s), and 300 spectra one by one; medians of
-#: 7 runs, each the best of 2-3, as the shared VM's load varied by ~15%. The code without
-#: the troughs ran at ~430/s and ~36/s alongside (it had measured 480/s and 41/s on a
-#: quieter day): the troughs cost ~10%. At ~400/s one core does the 242,500 LAMOST DR10
-#: galaxy spectra of SCIENCE.md section 1 in about 10 minutes.
-MEASURED_SPEED = {"fit_strong_lines (least_squares, spectra/s)": 33.0,
-                  "fit_strong_lines_block (vectorised, spectra/s)": 400.0}
 
 
 @dataclass(frozen=True)
@@ -722,342 +616,3 @@ def _finish(out: dict) -> dict:
     out["message"] = np.array(["; ".join(f"{name}: {out['line_detail'][name][i]}" for name in LINE_NAMES
                                          if codes[name][i] != "ok") for i in range(n)], dtype=object)
     return out
-
-
-def fit_strong_lines(wavelength: np.ndarray, flux: np.ndarray, ivar: np.ndarray, z: float,
-                     mask: np.ndarray | None = None, r_instrument: float = 1800.0) -> dict:
-    """Fit Hbeta, [OIII]4959,5007 and Halpha+[NII]6548,6584 in one spectrum (least squares).
-
-    Each group is started from the block path's grid search and then fitted with
-    :func:`scipy.optimize.least_squares` (``trf``, analytic Jacobian, bounds
-    ``|dv| <= 300`` km/s, ``0 <= sigma_v <= 500`` km/s and Balmer trough amplitude
-    ``<= 0``). The model (Gaussian lines on a linear continuum, with a fixed-shape stellar
-    absorption trough under Hbeta and Halpha), coverage rules and errors are described in
-    the module docstring.
-
-    Parameters
-    ----------
-    wavelength : numpy.ndarray
-        (n_pix,) observed-frame vacuum wavelengths (A), strictly increasing, any grid.
-    flux, ivar : numpy.ndarray
-        (n_pix,) flux density and inverse variance; ``ivar == 0`` marks a bad pixel.
-    z : float
-        Catalogue redshift.
-    mask : numpy.ndarray, optional
-        Pixel mask; non-zero marks a bad pixel.
-    r_instrument : float
-        Resolving power lambda / FWHM (LAMOST LRS ~1800, SDSS ~2000).
-
-    Returns
-    -------
-    dict
-        Floats ``hb, oiii5007, ha, nii6584`` (integrated observed-frame fluxes, flux density
-        units x A; NaN where not measured) and ``*_err`` (1 sigma); per group ``hb_*``,
-        ``oiii_*``, ``ha_*`` with ``dv``, ``sigma`` (gas dispersion, km/s) and ``rchi2``;
-        ``hb_absorption``, ``ha_absorption`` (the stellar Balmer trough's flux, <= 0);
-        ``status`` (``"ok"``, ``"partial"``, ``"failed"``), ``message`` (why lines are
-        NaN) and ``reasons`` ({line: code} for each NaN line: ``out_of_range``,
-        ``masked``, ``fit_failed``, ``bad_redshift``).
-
-    Raises
-    ------
-    ValueError
-        When ``flux``, ``ivar``, ``wavelength`` (or ``mask``) differ in length, or
-        ``wavelength`` is not finite and strictly increasing.
-
-    Examples
-    --------
-    >>> from survey_ml.wavelength import LAMOST_LRS_GRID
-    >>> wave = LAMOST_LRS_GRID.wavelength()
-    >>> mu, sig = 6564.61 * 1.1, 6564.61 * 1.1 * 100.0 / 299792.458
-    >>> flux = 1.0 + 50.0 * np.exp(-0.5 * ((wave - mu) / sig) ** 2) / (np.sqrt(2 * np.pi) * sig)
-    >>> fit = fit_strong_lines(wave, flux, np.full(wave.size, 1e4), z=0.1)
-    >>> round(fit["ha"], 3), fit["reasons"]
-    (50.0, {})
-    """
-    flux = np.asarray(flux)
-    if flux.ndim != 1 or np.shape(ivar) != flux.shape or (mask is not None and np.shape(mask) != flux.shape):
-        raise ValueError(f"flux, ivar and mask must be 1-D of one length, got {flux.shape}, {np.shape(ivar)}"
-                         f"{'' if mask is None else ', ' + str(np.shape(mask))}")
-    wave, flux2, ivar2, good, z_arr = _check_block(wavelength, flux[None], np.asarray(ivar)[None],
-                                                    None if mask is None else np.asarray(mask)[None], [z])
-    out = _empty_result(1)
-    for group in GROUPS:
-        win = _gather(wave, flux2, ivar2, good, z_arr, group, r_instrument)
-        theta = _grid_start(win, group, r_instrument)
-        converged = np.ones(1, dtype=bool)
-        if win.active[0, -1]:
-            theta[0], converged[0] = _least_squares(win, group, theta[0], r_instrument)
-        cov = _covariance(win, group, theta)
-        _store_group(out, win, group, theta, cov, converged, r_instrument)
-    out = _finish(out)
-    result = {key: float(val[0]) for key, val in out.items() if key not in ("line_code", "line_detail",
-                                                                             "status", "message")}
-    result["status"] = str(out["status"][0])
-    result["message"] = str(out["message"][0])
-    result["reasons"] = {name: str(out["line_code"][name][0]) for name in LINE_NAMES
-                         if out["line_code"][name][0] != "ok"}
-    return result
-
-
-def _least_squares(win: _Windows, group: _LineGroup, theta0: np.ndarray,
-                   r_instrument: float) -> tuple[np.ndarray, bool]:
-    """scipy least_squares of one row's group on its active parameters."""
-    active = win.active[0]
-    use = win.weight[0] > 0
-    sub = _Windows(win.lam[:, use], win.flux[:, use], win.weight[:, use], win.cont[:, use], win.zp1,
-                   win.active, win.line_code, win.line_detail)
-    sqrt_w = np.sqrt(sub.weight[0])
-    lower, upper = _bounds(group, r_instrument)
-    start = theta0.copy()
-    start[-2:] = np.clip(start[-2:], lower[-2:] + 1e-6, upper[-2:] - 1e-6)
-
-    def full(p: np.ndarray) -> np.ndarray:
-        theta = start.copy()
-        theta[active] = p
-        return theta[None]
-
-    def residual(p: np.ndarray) -> np.ndarray:
-        return sqrt_w * (_model_and_jacobian(sub, group, full(p))[0][0] - sub.flux[0])
-
-    def jacobian(p: np.ndarray) -> np.ndarray:
-        return sqrt_w[:, None] * _model_and_jacobian(sub, group, full(p))[1][0][:, active]
-
-    try:
-        fit = least_squares(residual, start[active], jac=jacobian, bounds=(lower[active], upper[active]),
-                            method="trf", x_scale="jac", xtol=1e-10, ftol=1e-10, max_nfev=200)
-    except (ValueError, np.linalg.LinAlgError):
-        return theta0, False
-    theta = full(fit.x)[0]
-    if group.absorption is not None:
-        theta[2] = min(theta[2], 0.0)
-    return theta, bool(fit.status > 0 and np.all(np.isfinite(fit.x)))
-
-
-# ----------------------------------------------------------------------------- PP04
-
-
-def _pp04_n2_codes(nii6584, ha, nii6584_err=None, ha_err=None, min_snr: float = 3.0,
-                   calibration: StrongLineCalibration = PP04):
-    """N2 metallicity (PP04 unless told otherwise) and, per value, "ok" or why it is NaN."""
-    nii, ha = np.asarray(nii6584, dtype=np.float64), np.asarray(ha, dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        n2 = np.log10(nii / ha)
-    code = np.full(np.broadcast(nii, ha).shape, "ok", dtype=object)
-    code[~((n2 > calibration.n2_range[0]) & (n2 < calibration.n2_range[1]))] = "out_of_calibration"
-    code[(nii <= 0) | (ha <= 0)] = "non_positive"
-    code[_low_snr((nii, nii6584_err), (ha, ha_err), min_snr=min_snr)] = "low_snr"
-    code[~(np.isfinite(nii) & np.isfinite(ha))] = "missing"
-    return np.where(code == "ok", calibration.n2_zero + calibration.n2_slope * n2, np.nan), code
-
-
-def _pp04_o3n2_codes(oiii5007, hb, nii6584, ha, oiii5007_err=None, hb_err=None, nii6584_err=None,
-                     ha_err=None, min_snr: float = 3.0, calibration: StrongLineCalibration = PP04):
-    """O3N2 metallicity (PP04 unless told otherwise) and, per value, "ok" or why it is NaN."""
-    lines = [np.asarray(v, dtype=np.float64) for v in (oiii5007, hb, nii6584, ha)]
-    oiii, hb, nii, ha = lines
-    with np.errstate(divide="ignore", invalid="ignore"):
-        o3n2 = np.log10((oiii / hb) / (nii / ha))
-    code = np.full(np.broadcast(*lines).shape, "ok", dtype=object)
-    code[~((o3n2 > calibration.o3n2_range[0]) & (o3n2 < calibration.o3n2_range[1]))] = "out_of_calibration"
-    code[(oiii <= 0) | (hb <= 0) | (nii <= 0) | (ha <= 0)] = "non_positive"
-    code[_low_snr(*zip(lines, (oiii5007_err, hb_err, nii6584_err, ha_err)), min_snr=min_snr)] = "low_snr"
-    code[~np.all([np.isfinite(v) for v in np.broadcast_arrays(*lines)], axis=0)] = "missing"
-    return np.where(code == "ok", calibration.o3n2_zero + calibration.o3n2_slope * o3n2, np.nan), code
-
-
-def _low_snr(*pairs, min_snr: float) -> np.ndarray:
-    """True where any (flux, err) pair with an error given has flux / err < min_snr."""
-    low = np.zeros(np.broadcast(*[p[0] for p in pairs]).shape, dtype=bool)
-    for value, err in pairs:
-        if err is not None:
-            with np.errstate(divide="ignore", invalid="ignore"):
-                low |= ~(value / np.asarray(err, dtype=np.float64) >= min_snr) & np.isfinite(value)
-    return low
-
-
-def _as_output(value: np.ndarray, *inputs):
-    """A float for scalar inputs, else the array."""
-    return float(value) if all(np.ndim(v) == 0 for v in inputs) else value
-
-
-def pp04_n2(nii6584, ha, nii6584_err=None, ha_err=None, *, min_snr: float = 3.0):
-    """12 + log(O/H) from the PP04 N2 calibration: ``8.90 + 0.57 N2``, ``N2 = log([NII]6584/Ha)``.
-
-    NaN outside the calibration's validity ``-2.5 < N2 < -0.3`` (i.e. above
-    12 + log(O/H) = 8.729, where N2 saturates), for non-positive or non-finite fluxes, and,
-    where errors are given, when either line has S/N < ``min_snr``. Intrinsic scatter
-    :data:`PP04_N2_SIGMA` = 0.18 dex.
-
-    Parameters
-    ----------
-    nii6584, ha : float or array_like
-        Line fluxes (any common units).
-    nii6584_err, ha_err : float or array_like, optional
-        Their 1 sigma errors; without them no S/N cut is made.
-    min_snr : float
-        Lowest line S/N used.
-
-    Returns
-    -------
-    float or numpy.ndarray
-
-    Examples
-    --------
-    >>> round(pp04_n2(10 ** -0.5, 1.0), 3)
-    8.615
-    >>> pp04_n2(0.6, 1.0)  # N2 = -0.22 > -0.3: outside the calibration
-    nan
-    >>> pp04_n2(2.0, 10.0, nii6584_err=1.0, ha_err=0.5)  # [NII] at S/N 2
-    nan
-    """
-    return _as_output(_pp04_n2_codes(nii6584, ha, nii6584_err, ha_err, min_snr)[0], nii6584, ha)
-
-
-def pp04_o3n2(oiii5007, hb, nii6584, ha, oiii5007_err=None, hb_err=None, nii6584_err=None, ha_err=None,
-              *, min_snr: float = 3.0):
-    """12 + log(O/H) from the PP04 O3N2 calibration: ``8.73 - 0.32 O3N2``.
-
-    ``O3N2 = log(([OIII]5007/Hbeta) / ([NII]6584/Halpha))``. NaN where ``O3N2 >= 1.9``
-    (12 + log(O/H) <= 8.122; PP04's validity limit), for non-positive or non-finite fluxes,
-    and, where errors are given, when any of the four lines has S/N < ``min_snr``.
-    Intrinsic scatter :data:`PP04_O3N2_SIGMA` = 0.14 dex.
-
-    Parameters
-    ----------
-    oiii5007, hb, nii6584, ha : float or array_like
-        Line fluxes (any common units).
-    oiii5007_err, hb_err, nii6584_err, ha_err : float or array_like, optional
-        Their 1 sigma errors; only the lines with an error given are S/N-cut.
-    min_snr : float
-        Lowest line S/N used.
-
-    Returns
-    -------
-    float or numpy.ndarray
-
-    Examples
-    --------
-    >>> round(pp04_o3n2(1.0, 1.0, 0.1, 1.0), 3)  # O3N2 = 1
-    8.41
-    >>> pp04_o3n2(10.0, 1.0, 0.1, 1.0)  # O3N2 = 2 >= 1.9
-    nan
-    """
-    value = _pp04_o3n2_codes(oiii5007, hb, nii6584, ha, oiii5007_err, hb_err, nii6584_err, ha_err, min_snr)[0]
-    return _as_output(value, oiii5007, hb, nii6584, ha)
-
-
-# ----------------------------------------------------------------------------- block
-
-
-_SEVERITY = {code: rank for rank, code in enumerate(BASELINE_STATUSES)}
-_ROW_CODE = {"bad_redshift": "bad_redshift", "out_of_range": "no_coverage", "masked": "no_coverage",
-             "fit_failed": "fit_failed", "missing": "no_coverage", "low_snr": "low_snr",
-             "non_positive": "low_snr", "out_of_calibration": "out_of_calibration"}
-
-
-def _row_status(fit: dict, code_n2: np.ndarray, code_o3n2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """baseline_status (see BASELINE_STATUSES) and baseline_message per row."""
-    n = len(code_n2)
-    status = np.empty(n, dtype=object)
-    message = np.empty(n, dtype=object)
-    n2_lines, o3n2_lines = ("nii6584", "ha"), LINE_NAMES
-    for i in range(n):
-        words = [fit["message"][i]] if fit["message"][i] else []
-        reasons = []
-        for label, code, lines in (("oh12_n2", code_n2[i], n2_lines), ("oh12_o3n2", code_o3n2[i], o3n2_lines)):
-            if code == "missing":
-                line_codes = [fit["line_code"][name][i] for name in lines if fit["line_code"][name][i] != "ok"]
-                code = min(line_codes, key=lambda c: _SEVERITY[_ROW_CODE[c]])
-            if code != "ok":
-                reasons.append(_ROW_CODE[code])
-                words.append(f"{label}: {code}")
-        if not reasons:
-            status[i] = "ok"
-        elif len(reasons) == 1:
-            status[i] = "partial"
-        else:
-            status[i] = min(reasons, key=_SEVERITY.__getitem__)
-        message[i] = "; ".join(words)
-    return status, message
-
-
-def strong_line_metallicity(wavelength: np.ndarray, flux: np.ndarray, ivar: np.ndarray,
-                            mask: np.ndarray | None, z: np.ndarray, *, r_instrument: float = 1800.0,
-                            method: str = "fast", min_snr: float = 3.0, index=None,
-                            calibration: StrongLineCalibration = PP04) -> pd.DataFrame:
-    """Strong-line fluxes and N2 / O3N2 metallicities for a block of spectra on one grid.
-
-    The function a Dask ``map_blocks`` / ``map_partitions`` call lifts: pure, no Dask
-    inside, correct on 0 rows. An oh12 value is NaN when a line it needs is not measured,
-    has S/N < ``min_snr``, is not positive, or the index is outside the calibration's
-    validity (:func:`pp04_n2`, :func:`pp04_o3n2`).
-
-    Parameters
-    ----------
-    wavelength : numpy.ndarray
-        (n_pix,) common observed-frame vacuum wavelength grid (A).
-    flux, ivar : numpy.ndarray
-        (n, n_pix); ``ivar == 0`` marks a bad pixel.
-    mask : numpy.ndarray or None
-        (n, n_pix) pixel mask, non-zero = bad (the release store's ``mask``).
-    z : numpy.ndarray
-        (n,) catalogue redshifts.
-    r_instrument : float
-        Resolving power lambda / FWHM.
-    method : {"fast", "exact"}
-        ``fast``: :func:`fit_strong_lines_block` (vectorised); ``exact``:
-        :func:`fit_strong_lines` row by row (scipy least_squares, ~12x slower).
-    min_snr : float
-        Lowest line S/N used by the calibrations.
-    index : array_like, optional
-        Index of the returned frame (e.g. the rows' ``row`` or ``obsid``); default 0..n-1.
-    calibration : StrongLineCalibration
-        :data:`PP04` (default), or one from :func:`calibrate_strong_lines`.
-
-    Returns
-    -------
-    pandas.DataFrame
-        Columns :data:`BASELINE_COLUMNS`: the four fluxes and errors, ``oh12_n2``,
-        ``oh12_o3n2``, ``baseline_status`` (one of :data:`BASELINE_STATUSES`) and
-        ``baseline_message`` (why anything is NaN, "" when nothing is).
-
-    Raises
-    ------
-    ValueError
-        For mismatched shapes, a non-increasing ``wavelength`` or an unknown ``method``.
-    """
-    wave, flux, ivar, _, z = _check_block(wavelength, flux, ivar, mask, z)
-    if method == "fast":
-        fit = fit_strong_lines_block(wave, flux, ivar, z, mask, r_instrument)
-    elif method == "exact":
-        fit = _fit_rows(wave, flux, ivar, mask, z, r_instrument)
-    else:
-        raise ValueError(f"method must be 'fast' or 'exact', not {method!r}")
-    oh12_n2, code_n2 = _pp04_n2_codes(fit["nii6584"], fit["ha"], fit["nii6584_err"], fit["ha_err"], min_snr,
-                                      calibration)
-    oh12_o3n2, code_o3n2 = _pp04_o3n2_codes(fit["oiii5007"], fit["hb"], fit["nii6584"], fit["ha"],
-                                            fit["oiii5007_err"], fit["hb_err"], fit["nii6584_err"], fit["ha_err"],
-                                            min_snr, calibration)
-    status, message = _row_status(fit, code_n2, code_o3n2)
-    columns = {name: fit[name] for name in BASELINE_COLUMNS if name in fit}
-    columns.update(oh12_n2=oh12_n2, oh12_o3n2=oh12_o3n2, baseline_status=status, baseline_message=message)
-    frame = pd.DataFrame(columns, index=index)
-    return frame.astype(BASELINE_COLUMNS)[list(BASELINE_COLUMNS)]
-
-
-def _fit_rows(wave, flux, ivar, mask, z, r_instrument) -> dict:
-    """fit_strong_lines over the rows of a block, in the block path's dict-of-arrays form."""
-    out = _empty_result(len(z))
-    for i in range(len(z)):
-        row = fit_strong_lines(wave, flux[i], ivar[i], z[i], None if mask is None else mask[i], r_instrument)
-        for key in out:
-            if key in ("line_code", "line_detail"):
-                continue
-            out[key][i] = row[key]
-        for name in LINE_NAMES:
-            out["line_code"][name][i] = row["reasons"].get(name, "ok")
-        details = dict(part.split(": ", 1) for part in row["message"].split("; ") if part)
-        for name in LINE_NAMES:
-            out["line_detail"][name][i] = details.get(name, "")
-    return _finish(out)

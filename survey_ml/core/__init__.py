@@ -1,0 +1,1 @@
+"""Per-block numpy functions (line fits, calibrations, ...): device-agnostic, no Dask."""
