@@ -1,11 +1,5 @@
 """survey_ml: survey releases in, calibrated ML catalogs and scaling relations out."""
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("survey_ml")
-except PackageNotFoundError:  # running from a source tree that was not installed
-    __version__ = "0.0.0+unknown"
-
+from ._version import __version__
 from .errors import SurveyFileError
 
 __all__ = ["__version__", "SurveyFileError", "run_catalog"]

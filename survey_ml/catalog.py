@@ -27,7 +27,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-__all__ = ["part_path", "write_part", "tidy_catalog_dir", "read_provenance", "finished_parts", "read_catalog", "export_fits"]
+__all__ = ["part_path", "write_part", "tidy_catalog_dir", "read_provenance", "finished_parts", "read_catalog", "export_fits",
+           "KIN_FLAG"]
+
+#: Bits of an IFU catalog's ``kin_flag`` column (0: the galaxy is fit for the TFR). Here, below
+#: both the IFU pipeline that sets them and the report that counts them.
+KIN_FLAG = {"NOT_PREPARED": 1, "LOW_INCLINATION": 2, "POOR_FIT": 4, "NO_MASS": 8}
 
 PROVENANCE_KEY = b"survey_ml"
 

@@ -219,7 +219,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from ._version import __version__
 
     parser = argparse.ArgumentParser(prog="survey-ml", description=__doc__)
     parser.add_argument("--version", action="version", version=f"survey_ml {__version__}")

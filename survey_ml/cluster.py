@@ -29,10 +29,10 @@ from typing import Any
 
 from distributed import Client, LocalCluster, as_completed
 
+from .mpi import SCHEDULER_ENV  # defined by the launcher that sets it; re-exported here
+
 __all__ = ["connect", "current_client", "run_blocks", "gpu_count", "cuda_cluster", "SCHEDULER_ENV", "CLUSTER_KINDS"]
 
-#: Environment variable naming an existing scheduler (``tcp://host:8786``).
-SCHEDULER_ENV = "SURVEY_ML_SCHEDULER"
 #: What ``connect(cluster=...)`` / ``--cluster`` accepts.
 CLUSTER_KINDS = ("local", "cuda", "slurm", "pbs", "mpi")
 

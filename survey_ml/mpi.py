@@ -1,9 +1,9 @@
 """``mpirun -n N python -m survey_ml.mpi <survey-ml command>``: one MPI job, one Dask cluster.
 
 Inside a batch allocation, dask-mpi turns the MPI ranks into a cluster: rank 0 runs the
-scheduler, rank 1 runs the client - here any ``survey-ml`` subcommand, through
-:func:`survey_ml.cli.main` - and ranks 2 to N-1 are workers. When the command returns,
-the cluster shuts down and every rank exits::
+scheduler, rank 1 runs the client - here any ``survey-ml`` subcommand, as ``python -m
+survey_ml`` would (:func:`run_survey_ml`) - and ranks 2 to N-1 are workers. When the command
+returns, the cluster shuts down and every rank exits::
 
     mpirun -n 66 python -m survey_ml.mpi --memory-limit 3.5GiB \\
         run-catalog dr10 --input /data/lamost/dr10 --out /scratch/$USER/dr10
@@ -23,11 +23,16 @@ from __future__ import annotations
 
 import argparse
 import os
+import runpy
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["mpi_run", "mpi_client", "start_cluster", "main"]
+__all__ = ["mpi_run", "mpi_client", "start_cluster", "main", "SCHEDULER_ENV"]
+
+#: Environment variable naming an existing scheduler (``tcp://host:8786``): set by
+#: :func:`mpi_run` for the command it runs, read by :func:`survey_ml.cluster.connect`.
+SCHEDULER_ENV = "SURVEY_ML_SCHEDULER"
 
 _HINT = "pip install 'survey_ml[hpc]' mpi4py (and an MPI: the site's, or `pip install mpich`)"
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
@@ -113,8 +118,6 @@ def mpi_client():
     import dask.config
     from distributed import Client
 
-    from .cluster import SCHEDULER_ENV
-
     address = os.environ.get(SCHEDULER_ENV) or dask.config.get("scheduler_address", default=None)
     if not address:
         raise RuntimeError("--cluster mpi works inside an MPI job started as "
@@ -135,7 +138,7 @@ def mpi_run(command: Sequence[str] | Callable[[Any], Any], **options: Any) -> An
     ----------
     command : list of str or callable
         ``survey-ml`` arguments (``["run-catalog", "dr10", "--input", ...]``), run by
-        :func:`survey_ml.cli.main`; or ``function(client)``.
+        :func:`run_survey_ml`; or ``function(client)``.
     **options
         Passed to :func:`start_cluster`.
 
@@ -145,8 +148,6 @@ def mpi_run(command: Sequence[str] | Callable[[Any], Any], **options: Any) -> An
         On rank 1: the command's exit status (or the function's result). Other ranks never
         return (see :func:`start_cluster`).
     """
-    from .cluster import SCHEDULER_ENV
-
     client = start_cluster(**options)
     size = len(client.scheduler_info()["workers"])
     print(f"survey_ml.mpi: scheduler {client.scheduler.address} (rank 0), {size} workers (ranks 2-{size + 1}), "
@@ -155,19 +156,42 @@ def mpi_run(command: Sequence[str] | Callable[[Any], Any], **options: Any) -> An
     try:
         if callable(command):
             return command(client)
-        from .cli import main as cli_main
-
-        try:
-            status = cli_main(list(command))
-        except SystemExit as exc:  # argparse errors, sys.exit in a command
-            status = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        return status
+        return run_survey_ml(command)
     finally:
         try:
             print(f"survey_ml.mpi: tasks run per worker rank {_executed_per_rank(client)}", flush=True)
             client.retire_workers(close_workers=True)  # let the workers go before dask-mpi stops the scheduler
         finally:
             client.close()
+
+
+def run_survey_ml(argv: Sequence[str]) -> int:
+    """Run ``survey-ml argv`` in this process, as ``python -m survey_ml argv`` would.
+
+    The package's ``__main__`` runs through :mod:`runpy` (with ``sys.argv`` set to the
+    command for its duration) rather than this module importing :mod:`survey_ml.cli`: the
+    CLI sits above this module (cli -> cluster -> mpi), and the launcher is the CLI's
+    caller, not a module it may depend on.
+
+    Parameters
+    ----------
+    argv : list of str
+        ``survey-ml`` arguments (``["run-catalog", "dr10", "--input", ...]``).
+
+    Returns
+    -------
+    int
+        The command's exit status (argparse errors and ``sys.exit`` in a command included).
+    """
+    saved = sys.argv
+    sys.argv = ["survey-ml", *argv]
+    try:
+        runpy.run_module("survey_ml", run_name="__main__", alter_sys=False)  # ends in sys.exit(main())
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        sys.argv = saved
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:

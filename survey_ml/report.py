@@ -304,7 +304,7 @@ def write_html_report(run_dir: str | os.PathLike, report: dict[str, Any] | None 
     pathlib.Path
         The report file.
     """
-    from . import __version__
+    from ._version import __version__
     from .catalog import read_catalog
     from .progress import JOURNAL_NAME
 
@@ -329,7 +329,7 @@ def write_html_report(run_dir: str | os.PathLike, report: dict[str, Any] | None 
     # counts
     status_rows = [(status, int(n), f"{n / len(catalog):.1%}") for status, n in counts.items()]
     if ifu:
-        from .ifu_pipeline import FLAG
+        from .catalog import KIN_FLAG as FLAG
 
         kin_flag = catalog["kin_flag"].to_numpy()
         flags = [("kin_flag == 0 (used by the TFR)", int((kin_flag == 0).sum()))]
