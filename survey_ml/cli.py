@@ -194,12 +194,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_run_catalog(args: argparse.Namespace) -> int:
     """Ingest if needed, infer, write the catalog, fit the MZR, summarise."""
-    from .pipeline import run_catalog
+    from .runner import run_catalog
 
     client = _connect(args)
     try:
         report = run_catalog(args.release, input=args.input, store=args.store, out=args.out, client=client,
-                             masses=args.masses, n_mock=args.n_mock, catalogue=args.catalogue, progress=True)
+                             masses=args.masses, n_mock=args.n_mock, catalogue=args.catalogue,
+                             tasks=args.tasks.split(",") if args.tasks else None, progress=True)
     finally:
         client.close()
     print(report.summary())
@@ -265,6 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-mock", type=int, default=None, help="size of the default mock release")
     p.add_argument("--catalogue", default=None,
                    help="IFU releases: DRPall (MaNGA) or SAMI catalogue to join (default: the spec's, in --input)")
+    p.add_argument("--tasks", default=None,
+                   help="comma-separated tasks to run (e.g. metallicity,strong_lines; default: every [tasks.*] of "
+                        "the spec); installed plug-in tasks count too")
     _add_cluster_args(p)
     p.set_defaults(func=cmd_run_catalog)
 

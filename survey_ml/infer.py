@@ -130,8 +130,13 @@ def tune_heap_for_inference(threshold: int = 64 << 20) -> bool:
     return _HEAP_TUNED
 
 
-def load_model(weights: str | os.PathLike, device: str | torch.device | None = None):
+def load_model(weights: str | os.PathLike, device: str | torch.device | None = None,
+               architecture: type[torch.nn.Module] | None = None):
     """The model of a weights file, built once per process and device, in eval mode.
+
+    ``architecture`` builds a network survey_ml does not know (a plug-in task's own
+    ``model_class``); its name must be the file's ``architecture``. The file is still read
+    with ``weights_only=True``: only tensors and plain values, never code.
 
     Returns
     -------
@@ -146,7 +151,13 @@ def load_model(weights: str | os.PathLike, device: str | torch.device | None = N
         if key not in _CACHE:
             tune_heap_for_inference()
             payload = torch.load(weights, map_location="cpu", weights_only=True)
-            model = ARCHITECTURES[payload["architecture"]](**payload["config"])
+            if architecture is not None and architecture.__name__ != payload["architecture"]:
+                raise ValueError(f"{weights}: holds a {payload['architecture']}, not a {architecture.__name__}")
+            known = ARCHITECTURES if architecture is None else {architecture.__name__: architecture}
+            if payload["architecture"] not in known:
+                raise ValueError(f"{weights}: unknown architecture {payload['architecture']!r} "
+                                 f"(survey_ml knows {', '.join(ARCHITECTURES)}; a plug-in task sets model_class)")
+            model = known[payload["architecture"]](**payload["config"])
             model.load_state_dict(payload["state_dict"])
             model.eval().to(device)
             if device.type == "cuda":  # fixed input shapes: let cuDNN pick its fastest kernels once

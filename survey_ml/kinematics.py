@@ -138,10 +138,11 @@ def mc_dropout(model: KinematicModel, m0: np.ndarray, m1: np.ndarray, samples: i
     model.eval()
     p_keep = 1.0 - model.moment0_encoder.dropout.p
     seeds = galaxy_seeds(m0, m1, seed) if samples else None
+    device = next(model.parameters()).device  # the masks are drawn on the host, the same on any device
     with torch.inference_mode():
         for a in range(0, len(m0), batch):
-            x0 = torch.from_numpy(np.nan_to_num(m0[a: a + batch]).astype(np.float32))
-            x1 = torch.from_numpy(np.nan_to_num(m1[a: a + batch]).astype(np.float32))
+            x0 = torch.from_numpy(np.nan_to_num(m0[a: a + batch]).astype(np.float32)).to(device)
+            x1 = torch.from_numpy(np.nan_to_num(m1[a: a + batch]).astype(np.float32)).to(device)
             f0, f1 = model.features(x0, x1)
             b = len(x0)
             if samples == 0:
@@ -152,12 +153,12 @@ def mc_dropout(model: KinematicModel, m0: np.ndarray, m1: np.ndarray, samples: i
                 keep = np.empty((2, samples, b, width), dtype=np.float32)
                 for i, galaxy_seed in enumerate(seeds[a: a + b]):
                     keep[:, :, i] = np.random.default_rng(int(galaxy_seed)).random((2, samples, width)) < p_keep
-                masks = (torch.from_numpy(keep[0].reshape(samples * b, width)),
-                         torch.from_numpy(keep[1].reshape(samples * b, width)))
+                masks = (torch.from_numpy(keep[0].reshape(samples * b, width)).to(device),
+                         torch.from_numpy(keep[1].reshape(samples * b, width)).to(device))
                 draws = [model.parameters_from(h0.repeat(samples, 1), h1.repeat(samples, 1), mc=True, hidden=True,
                                                keep=masks)]
             for p in PARAMETERS:
-                values = draws[0][p].numpy()
+                values = draws[0][p].cpu().numpy()
                 out[p].append(values[:, None] if samples == 0 else values.reshape(samples, b).T)
     return {p: np.concatenate(v) if v else np.empty((0, max(samples, 1))) for p, v in out.items()}
 
@@ -190,13 +191,15 @@ def reconstruction_error(model: KinematicModel, m0: np.ndarray, m1: np.ndarray, 
     (in velocity-scale units) - the published post-cut statistic."""
     out = []
     model.eval()
+    device = next(model.parameters()).device
     with torch.inference_mode():
         for a in range(0, len(m0), batch):
-            x0 = torch.from_numpy(np.nan_to_num(m0[a: a + batch]).astype(np.float32))
-            x1 = torch.from_numpy(np.nan_to_num(m1[a: a + batch]).astype(np.float32))
-            params, r0, r1 = model(x0, x1, torch.from_numpy(np.asarray(psf_sigma_pix[a: a + batch], dtype=np.float32)))
-            mse = masked_mse(r1, x1, torch.from_numpy(mask[a: a + batch].astype(bool)))
-            out.append((mse / params["vmax_unit"]).numpy())
+            x0 = torch.from_numpy(np.nan_to_num(m0[a: a + batch]).astype(np.float32)).to(device)
+            x1 = torch.from_numpy(np.nan_to_num(m1[a: a + batch]).astype(np.float32)).to(device)
+            psf = torch.from_numpy(np.asarray(psf_sigma_pix[a: a + batch], dtype=np.float32)).to(device)
+            params, r0, r1 = model(x0, x1, psf)
+            mse = masked_mse(r1, x1, torch.from_numpy(mask[a: a + batch].astype(bool)).to(device))
+            out.append((mse / params["vmax_unit"]).cpu().numpy())
     return np.concatenate(out) if out else np.empty(0)
 
 

@@ -36,7 +36,7 @@ import torch
 from .preprocess.redshift import RedshiftSetup, on_setup_grid, scaled_inputs, setup_of
 from .templates import TemplateSet, refine_redshifts
 
-__all__ = ["predict_redshifts", "pdf_candidates", "FLAGS", "REDSHIFT_COLUMNS", "log_grid_spectra", "templates_of"]
+__all__ = ["predict_redshifts", "redshifts_from_model", "pdf_candidates", "FLAGS", "REDSHIFT_COLUMNS", "log_grid_spectra", "templates_of"]
 
 FLAGS = {"SMALL_DELTA_CHI2": 1, "LOW_PROBABILITY": 2, "EDGE": 4, "NO_DATA": 16}
 #: Columns :func:`predict_redshifts` returns, with dtypes.
@@ -140,14 +140,31 @@ def predict_redshifts(flux: np.ndarray, ivar: np.ndarray, mask: np.ndarray, wave
     pandas.DataFrame
         :data:`REDSHIFT_COLUMNS`, one row per input row.
     """
-    from .infer import _threads_for_this_worker, forward_batches, load_model
+    from .infer import _threads_for_this_worker, load_model
 
     model, info = load_model(weights, device)
+    if len(flux):
+        torch.set_num_threads(threads or _threads_for_this_worker())
+    return redshifts_from_model(model, info, flux, ivar, mask, wavelength, refine=refine, batch_size=batch_size,
+                                n_candidates=n_candidates, min_probability=min_probability,
+                                refine_options=refine_options)
+
+
+def redshifts_from_model(model: torch.nn.Module, info: dict, flux: np.ndarray, ivar: np.ndarray, mask: np.ndarray,
+                         wavelength: np.ndarray, refine: bool | None = None, batch_size: int = 256,
+                         n_candidates: int = 3, min_probability: float = 1e-3,
+                         refine_options: dict | None = None) -> pd.DataFrame:
+    """:func:`predict_redshifts` with the model already built (``model, info`` of :func:`survey_ml.infer.load_model`).
+
+    The block step of the redshift task: the model lives on the worker's device, torch
+    threads are the caller's.
+    """
+    from .infer import forward_batches
+
     n = len(flux)
     frame = pd.DataFrame({c: np.zeros(n, dtype=d) for c, d in REDSHIFT_COLUMNS.items()})
     if n == 0:
         return frame
-    torch.set_num_threads(threads or _threads_for_this_worker())
     setup = setup_of(info["setup"])
     if refine is None:
         refine = bool(info.get("refine", {}).get("enabled", True))

@@ -8,7 +8,11 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-__all__ = ["load_release_spec", "spec_digest", "SPEC_DIR"]
+__all__ = ["SpecError", "load_release_spec", "validate_spec", "spec_digest", "SPEC_DIR", "SPEC_KEYS"]
+
+class SpecError(ValueError):
+    """A release spec that cannot be used as written (the message names the file and the key)."""
+
 
 #: The release specs shipped with survey_ml (``catalogs/`` at the top of the repository).
 SPEC_DIR = Path(__file__).resolve().parent / "catalogs"
@@ -42,6 +46,54 @@ def load_release_spec(name_or_path: str | os.PathLike) -> dict[str, Any]:
     with path.open("rb") as fh:
         spec = tomllib.load(fh)
     spec.setdefault("release", {})["spec_path"] = str(path)
+    validate_spec(spec)
+    return spec
+
+
+#: The tables of a release spec and the keys each takes (None: free-form, read by its own module:
+#: ``[simulate]`` by survey_ml.simulate, ``[cluster.<kind>]`` by survey_ml.hpc, ``[tasks.<name>]``
+#: by each task's ``Options``).
+SPEC_KEYS: dict[str, frozenset[str] | None] = {
+    "release": frozenset({"name", "kind", "survey", "description", "reader", "catalogue", "spectra", "spec_path"}),
+    "ingest": frozenset({"chunk_rows", "cube_window", "wave_chunk"}),
+    "cuts": frozenset({"z_min", "z_max", "snr_r_min"}),
+    "prepare": frozenset({"min_snr", "min_good", "min_vmax"}),
+    "mzr": frozenset({"x_range", "match_radius_arcsec"}),
+    "outputs": frozenset({"catalog", "fits"}),
+    "tasks": None, "simulate": None, "cluster": None,
+}
+
+
+def validate_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """Check a release spec's tables and keys: a typo is an error naming the key and the file.
+
+    The ``[tasks.<name>]`` tables are checked by the tasks themselves
+    (:func:`survey_ml.tasks.registry.tasks_from_spec`).
+
+    Examples
+    --------
+    >>> validate_spec({"release": {"name": "x", "spec_path": "my.toml"}, "cuts": {"z_mx": 0.3}})
+    Traceback (most recent call last):
+    ...
+    survey_ml.spec.SpecError: my.toml: unknown key 'z_mx' in [cuts] (known: snr_r_min, z_max, z_min)
+    """
+    where = spec.get("release", {}).get("spec_path", "<spec>")
+    for table, value in spec.items():
+        if table not in SPEC_KEYS:
+            raise SpecError(f"{where}: unknown table [{table}] (known: {', '.join(sorted(SPEC_KEYS))})")
+        known = SPEC_KEYS[table]
+        if known is None:
+            continue
+        if not isinstance(value, dict):
+            raise SpecError(f"{where}: [{table}] must be a table, not {value!r}")
+        for key in value:
+            if key not in known:
+                raise SpecError(f"{where}: unknown key {key!r} in [{table}] (known: {', '.join(sorted(known))})")
+    if "name" not in spec.get("release", {}):
+        raise SpecError(f"{where}: [release] needs name = \"...\"")
+    for name, table in spec.get("tasks", {}).items():
+        if not isinstance(table, dict):
+            raise SpecError(f"{where}: [tasks.{name}] must be a table, not {table!r}")
     return spec
 
 

@@ -98,7 +98,7 @@ def gaussian_blur(image: torch.Tensor, sigma: torch.Tensor, half_width: int = 12
     Separable, one grouped convolution per axis; ``sigma <= 0`` leaves an image unchanged.
     """
     b = image.shape[0]
-    t = torch.arange(-half_width, half_width + 1, dtype=image.dtype)
+    t = torch.arange(-half_width, half_width + 1, dtype=image.dtype, device=image.device)
     s = sigma.to(image.dtype).clamp_min(1e-3)[:, None]
     kernel = torch.exp(-0.5 * (t[None, :] / s) ** 2)
     kernel = kernel / kernel.sum(dim=1, keepdim=True)
@@ -127,7 +127,8 @@ def render_maps(params: dict[str, torch.Tensor], size: int = 64, psf_sigma_pix: 
     (1.0, 0.651)
     """
     c = (size - 1) / 2.0
-    axis = torch.arange(size, dtype=torch.float32) - c
+    device = params["inclination_deg"].device
+    axis = torch.arange(size, dtype=torch.float32, device=device) - c
     y, x = torch.meshgrid(axis, axis, indexing="ij")                     # (size, size), +x = receding
     inc = torch.deg2rad(params["inclination_deg"])[:, None, None]
     r_scale = params["r_scale_pix"][:, None, None]

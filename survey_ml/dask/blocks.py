@@ -1,0 +1,191 @@
+"""One block of a release through the tasks a run names: the catalog rows of one Zarr chunk.
+
+:func:`catalog_block` is the per-block function (pure: arrays and rows in, a frame out; no
+Dask inside, correct on 0 rows). Every row of the block gets a catalog row:
+
+* the head columns of its input kind (:data:`HEAD_COLUMNS`: identifiers, position, redshift);
+* the release ``[cuts]`` (spectra: catalogue z and S/N_r) as ``cut_z`` / ``cut_snr``;
+* each task's columns, in the order the tasks are given (:meth:`survey_ml.tasks.Task.run`);
+* ``status`` and ``message``: the ingest status, else the first reason a cut or a task
+  rejected the row, else ``ok`` / ``masked_values``.
+
+:func:`write_catalog_part` is the Dask task around it: it reads its own chunk from the store
+(so arrays never travel between workers), runs the tasks on this worker's device, and writes
+the chunk's Parquet part atomically.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..tasks.base import USABLE_STATUSES, Block, Column, Task
+
+__all__ = ["catalog_block", "catalog_columns", "write_catalog_part", "HEAD_COLUMNS", "TAIL_COLUMNS", "worker_device",
+           "worker_threads"]
+
+#: Columns every catalog of an input kind starts with: (column, row-table source).
+HEAD_COLUMNS: dict[str, tuple[tuple[Column, str], ...]] = {
+    "spectra": (
+        (Column("row", "int64", "", "row of the release store"), "row"),
+        (Column("obsid", "int64", "", "survey spectrum identifier (-1 if unknown)", fill=-1), "obsid"),
+        (Column("ra", "float64", "deg", "right ascension (ICRS)"), "ra"),
+        (Column("dec", "float64", "deg", "declination (ICRS)"), "dec"),
+        (Column("z", "float64", "", "catalogue redshift"), "z"),
+        (Column("snr_r", "float32", "", "catalogue S/N per pixel in the r band"), "snrr"),
+    ),
+    "maps": (
+        (Column("row", "int64", "", "row of the release store"), "row"),
+        (Column("id", "string", "", "survey galaxy identifier (SAMI catid, MaNGA plateifu)"), "id"),
+        (Column("ra", "float64", "deg", "right ascension (ICRS)"), "ra"),
+        (Column("dec", "float64", "deg", "declination (ICRS)"), "dec"),
+        (Column("z", "float64", "", "catalogue redshift"), "z"),
+        (Column("log_mstar", "float64", "dex(solMass)", "stellar mass from the survey catalogue"), "log_mstar"),
+        (Column("abs_mag_r", "float64", "mag", "r-band absolute magnitude from the survey catalogue"), "abs_mag_r"),
+        (Column("r_e_arcsec", "float64", "arcsec", "effective radius from the survey catalogue"), "r_e_arcsec"),
+    ),
+}
+TAIL_COLUMNS = (Column("status", "string", "", "ok / masked_values (predicted), or why a row was not"),
+                Column("message", "string", "", "what went wrong, naming the file, when status says so"))
+_CUTS = (("cut_z", "z", "z_", "catalogue z outside [{z_min}, {z_max}]"),
+         ("cut_snr", "snrr", "snr", "S/N_r below {snr_r_min}"))
+
+
+def catalog_columns(kind: str, tasks: Sequence[Task]) -> list[Column]:
+    """Every column of a catalog of ``kind`` made by ``tasks``, in order.
+
+    Examples
+    --------
+    >>> from survey_ml.tasks import get_task
+    >>> [c.name for c in catalog_columns("spectra", [get_task("sfclass")()])]
+    ['row', 'obsid', 'ra', 'dec', 'z', 'snr_r', 'p_starforming', 'sf_flag', 'status', 'message']
+    """
+    if kind not in HEAD_COLUMNS:
+        raise ValueError(f"no catalog layout for input kind {kind!r} (known: {', '.join(HEAD_COLUMNS)})")
+    columns = [c for c, _ in HEAD_COLUMNS[kind]]
+    for task in tasks:
+        if task.input_kind != kind:
+            raise ValueError(f"task {task.name!r} reads {task.input_kind}, this release holds {kind}")
+        columns += task.columns
+    columns += TAIL_COLUMNS
+    names = [c.name for c in columns]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"the tasks {[t.name for t in tasks]} write the same columns twice: {repeated}")
+    return columns
+
+
+def _head_values(kind: str, rows: pd.DataFrame) -> dict[str, np.ndarray]:
+    out = {}
+    for column, source in HEAD_COLUMNS[kind]:
+        if source not in rows:
+            out[column.name] = column.empty(len(rows))
+        elif column.dtype == "string":
+            out[column.name] = rows[source].astype(str).to_numpy()
+        elif column.dtype == "int64":
+            out[column.name] = rows[source].to_numpy(np.int64, na_value=column.missing())
+        else:
+            out[column.name] = rows[source].to_numpy(float, na_value=np.nan).astype(column.dtype)
+    return out
+
+
+def _apply_cuts(block: Block, cuts: dict[str, float]) -> None:
+    """Usable rows outside the release ``[cuts]`` get ``cut_z`` / ``cut_snr`` (spectra)."""
+    from ..preprocess.spectra import select_rows
+
+    n = len(block)
+    if not cuts or not {"z", "snrr"} <= set(block.rows.columns):
+        return
+    z = block.rows["z"].to_numpy(dtype=float)
+    snr = block.rows["snrr"].to_numpy(dtype=float)
+    inside = {"cut_z": select_rows(z, np.zeros(n), {k: v for k, v in cuts.items() if k.startswith("z_")}),
+              "cut_snr": select_rows(np.zeros(n), snr, {k: v for k, v in cuts.items() if k.startswith("snr")})}
+    values = {"z_min": None, "z_max": None, "snr_r_min": None, **cuts}
+    for reason, _, _, text in _CUTS:
+        block.reject(np.flatnonzero(~inside[reason]), reason, text.format(**values))
+
+
+def worker_device() -> str:
+    """This process's device: ``cuda`` on a worker that sees a GPU (dask-cuda), else ``cpu``."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def worker_threads() -> int:
+    """torch intra-op threads for a task: the Dask worker's thread count, else every core."""
+    import os
+
+    try:
+        from distributed import get_worker
+
+        return max(1, get_worker().state.nthreads)
+    except (ImportError, ValueError):
+        return max(1, os.cpu_count() or 1)
+
+
+def catalog_block(arrays: dict[str, np.ndarray], rows: pd.DataFrame, info: dict[str, Any], kind: str,
+                  tasks: Sequence[Task], cuts: dict[str, float] | None = None, chunk: int = 0,
+                  device: str | None = None, threads: int | None = None) -> pd.DataFrame:
+    """Catalog rows of one block: head columns, every task's columns, status and message.
+
+    Parameters
+    ----------
+    arrays : dict
+        The block's store arrays (:meth:`Release.read_block`).
+    rows : pandas.DataFrame
+        The block's rows of the store's row table (same order).
+    info : dict
+        The store's ``release.json``.
+    kind : str
+        The store's input kind (``"spectra"``, ``"maps"``).
+    tasks : sequence of Task
+        What to run, in column order.
+    cuts : dict, optional
+        The release spec's ``[cuts]``.
+    chunk : int
+        The block's chunk index.
+    device, threads
+        Default: this worker's device and thread count.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per input row, :func:`catalog_columns` with their dtypes.
+    """
+    import torch
+
+    columns = catalog_columns(kind, tasks)
+    device = device or worker_device()
+    threads = threads or worker_threads()
+    torch.set_num_threads(threads)
+    n = len(rows)
+    rows = rows.reset_index(drop=True)
+    status = rows["status"].astype(str).to_numpy(dtype=object).copy()
+    message = rows["message"].astype("string").fillna("").to_numpy(dtype=object).copy()
+    block = Block(chunk=chunk, arrays=arrays, rows=rows, info=info, status=status, message=message,
+                  selected=np.empty(0, dtype=np.int64), device=device, threads=threads)
+    _apply_cuts(block, cuts or {})
+    block.selected = np.flatnonzero(np.isin(block.status.astype(str), list(USABLE_STATUSES)))
+    values = _head_values(kind, rows)
+    for task in tasks:
+        values.update(task.run(block))
+    values["status"], values["message"] = block.status.astype(str), block.message.astype(str)
+    frame = pd.DataFrame({c.name: values[c.name] for c in columns}, index=pd.RangeIndex(n))
+    return frame.astype({c.name: c.dtype for c in columns})
+
+
+def write_catalog_part(store: str, start: int, stop: int, rows: pd.DataFrame, chunk: int, tasks: Sequence[Task],
+                       cuts: dict[str, float], catalog_dir: str, provenance: dict[str, Any]) -> dict[str, Any]:
+    """One Dask task: read chunk ``chunk`` of the store, make its catalog rows, write them as its part."""
+    from ..catalog import write_part
+    from ..store import open_release
+
+    t0 = time.perf_counter()
+    release = open_release(store)
+    frame = catalog_block(release.read_block(start, stop), rows, release.info, release.kind, tasks, cuts, chunk)
+    write_part(frame, catalog_dir, chunk, provenance)
+    return {"chunk": chunk, "rows": len(frame), "seconds": time.perf_counter() - t0,
+            "status": frame["status"].value_counts().to_dict()}

@@ -1,0 +1,73 @@
+"""Star-forming classification: P(star-forming) and the published ``sf_flag`` rule.
+
+The shipped classifier (:class:`survey_ml.models.spectral_cnn.SpectralCNN` with two sigmoid
+outputs: star-forming, not) reads the same model-grid inputs as the metallicity network.
+``p_starforming`` is their normalised ratio; ``sf_flag`` is ``p_starforming >= confidence``
+(the published rule: 0.85). What "star-forming" means is the label the training library
+gives (:func:`survey_ml.simulate.library.classify_bpt`: the BPT star-forming region, below
+Kauffmann et al. 2003, with H-alpha detected).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .base import Batch, Block, Column, Task
+from .spectra_inputs import model_inputs_of, reject_low_coverage
+
+__all__ = ["StarFormingClass", "starforming_probability"]
+
+
+def starforming_probability(logits: np.ndarray) -> np.ndarray:
+    """P(star-forming) from the classifier's two sigmoid outputs (star-forming, not).
+
+    The published classifier has two independent sigmoid outputs; their normalised
+    ratio ``s0 / (s0 + s1)`` is the probability used for the confidence >= 0.85 rule.
+
+    Examples
+    --------
+    >>> [round(float(p), 3) for p in starforming_probability(np.array([[4.0, -4.0], [0.0, 0.0]]))]
+    [0.982, 0.5]
+    """
+    s = 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
+    return (s[:, 0] / (s[:, 0] + s[:, 1])).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class StarFormingOptions:
+    """``[tasks.sfclass]``: the flag threshold, the coverage threshold and batch sizes."""
+
+    confidence: float = 0.85       #: sf_flag = p_starforming >= confidence (published: 0.85)
+    min_coverage: float = 0.5      #: least share of good pixels on 3800-8000 A to classify
+    batch_size: int = 512
+    gpu_batch_size: int = 8192
+
+
+class StarFormingClass(Task):
+    """``p_starforming`` and ``sf_flag`` for every selected spectrum with enough coverage."""
+
+    name = "sfclass"
+    input_kind = "spectra"
+    Options = StarFormingOptions
+    default_weights = "sfclass.pt"
+    columns = (
+        Column("p_starforming", "float32", "", "probability that the galaxy is star-forming (BPT region)"),
+        Column("sf_flag", "bool", "", "p_starforming >= confidence (0.85, the published rule)"),
+    )
+
+    def prepare(self, block: Block, rows: np.ndarray) -> Batch:
+        x = model_inputs_of(block)
+        keep, position = reject_low_coverage(block, rows, self.options.min_coverage)
+        return Batch(keep, {"x": x[position]})
+
+    def predict(self, model, batch: Batch) -> dict[str, np.ndarray]:
+        from ..infer import batch_size_for, forward_batches
+
+        network, info = model
+        size = batch_size_for(next(network.parameters()).device, self.options.batch_size, self.options.gpu_batch_size)
+        x = np.ascontiguousarray(batch.inputs["x"][:, : info["config"]["in_channels"]])
+        return {"p_starforming": starforming_probability(forward_batches(network, x, size))}
+
+    def finish(self, block: Block, values: dict[str, np.ndarray]) -> None:
+        values["sf_flag"] = np.nan_to_num(values["p_starforming"], nan=0.0) >= self.options.confidence
