@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -43,9 +44,16 @@ def projection(monkeypatch):
     return module
 
 
+def _head() -> str:
+    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=30,
+                          check=True).stdout.strip()
+
+
 def test_suite_lists_its_plan_with_the_machine_block():
+    heads = {_head()}
     out = subprocess.run([sys.executable, "-m", "bench", "--list", "--scale", "full"], cwd=REPO,
                          capture_output=True, text=True, timeout=120, check=True)
+    heads.add(_head())
     plan = json.loads(out.stdout)
     names = [b["name"] for b in plan["benchmarks"]]
     assert names == ["ingest", "run_catalog", "redshift", "kinematics", "scaling", "projection"]
@@ -54,7 +62,34 @@ def test_suite_lists_its_plan_with_the_machine_block():
     assert Path(plan["out"]) == BENCH / "results"  # full scale: the published results folder
     machine = plan["machine"]
     assert machine["cpu_count"] >= 1 and machine["cpu_model"] and machine["torch"] and machine["dask"]
-    assert isinstance(machine["gpus"], list) and len(machine["git"]["commit"] or "0" * 40) == 40
+    assert isinstance(machine["gpus"], list)
+    # the tests run in a git clone: the block names its HEAD (read before and after, as a commit may land meanwhile)
+    assert machine["git"]["commit"] in heads and re.fullmatch(r"[0-9a-f]{40}", machine["git"]["commit"])
+    assert isinstance(machine["git"]["dirty"], bool)
+
+
+def test_git_commit_is_head_and_dirty_in_a_clone_and_none_outside_git(tmp_path, monkeypatch, projection):
+    """bench/_common.git_commit: HEAD and local changes of a real repository; None, None where git finds none."""
+    from _common import git_commit  # bench/ is on sys.path (the projection fixture)
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "a.txt").write_text("one\n")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.org", "-c", "commit.gpgsign=false"]
+    for args in (["init", "-q"], ["add", "a.txt"], ["commit", "-q", "-m", "one"]):
+        subprocess.run(git + args, cwd=repo, check=True, capture_output=True)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, check=True, capture_output=True,
+                          text=True).stdout.strip()
+    assert re.fullmatch(r"[0-9a-f]{40}", head)
+    assert git_commit(repo) == {"commit": head, "dirty": False}
+    (repo / "untracked.txt").write_text("not tracked\n")     # untracked files do not count
+    assert git_commit(repo) == {"commit": head, "dirty": False}
+    (repo / "a.txt").write_text("two\n")
+    assert git_commit(repo) == {"commit": head, "dirty": True}
+    outside = tmp_path / "no-git"
+    outside.mkdir()
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))  # no repository above tmp_path is looked for
+    assert git_commit(outside) == {"commit": None, "dirty": None}
 
 
 def test_suite_runs_benchmarks_records_a_failure_and_goes_on(tmp_path):

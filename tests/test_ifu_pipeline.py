@@ -1,12 +1,15 @@
 """run-catalog sami-dr3 end to end on a real LocalCluster: a small mock release -> kinematic catalog + TFR."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from survey_ml.ifu_pipeline import FLAG, KINEMATIC_COLUMNS
 from survey_ml.pipeline import run_catalog
+from survey_ml.simulate.ifu import TFR_INJECTED
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +43,54 @@ def test_run_catalog_sami_gives_a_kinematic_catalog_and_resumes(sami_mock, tmp_p
     assert np.median(rel) < 0.15
     # asymmetric drift only ever raises the velocity
     assert (ok["vmax_ad_kms"].dropna() >= ok.loc[ok["vmax_ad_kms"].notna(), "vmax_kms"] - 1e-9).all()
-    assert "reverse" in report.tfr and (out / "report.json").is_file()
-    assert "galaxies" in report.summary()
+    # the TFR fits use the kin_flag == 0 rows once the sample-wide POOR_FIT cut (recon_error above the
+    # sample's mean + 1 std, a flag applied when the run reads its parts) is on: every one of them either
+    # fitted or clipped by LtsFit
+    recon = catalog["recon_error"].to_numpy(float)
+    finite = np.isfinite(recon)
+    poor = recon > recon[finite].mean() + recon[finite].std()
+    used = (catalog["kin_flag"].to_numpy() == 0) & ~poor
+    assert used.sum() >= 15 and poor.any()
+    fits = report.tfr
+    assert set(fits) == {"reverse", "forward", "r_band"} and all("slope" in fit for fit in fits.values())
+    assert fits["reverse"]["n"] + fits["reverse"]["n_clipped"] == used.sum()
+    assert fits["forward"]["n"] + fits["forward"]["n_clipped"] == used.sum()
+    assert fits["r_band"]["n"] + fits["r_band"]["n_clipped"] == (used & np.isfinite(catalog["abs_mag_r"])).sum()
+    assert min(fit["n"] for fit in fits.values()) >= 12
+    # the reverse TFR recovers the mock's injected one (slope 0.258 at pivot 10.09, 0.06 dex scatter): the
+    # slope within 3 sigma (0.017 here); the intercept against the injected line through these galaxies'
+    # own true velocities (their scatter draws included), which it sits above by ~0.065 dex (asymmetric
+    # drift raises Vmax by ~0.03 dex, the rest is LtsFit's clip of 6 of 23 points)
+    reverse = fits["reverse"]
+    assert reverse["pivot"] == TFR_INJECTED["pivot"]
+    assert reverse["slope"] == pytest.approx(TFR_INJECTED["slope"], abs=0.05)
+    true_v = np.log10(by_id.loc[catalog["id"], "vmax_kms"].to_numpy())[used]
+    mass = catalog["log_mstar"].to_numpy()[used]
+    expected = np.mean(true_v - TFR_INJECTED["slope"] * (mass - TFR_INJECTED["pivot"]))
+    assert reverse["intercept"] == pytest.approx(expected, abs=0.1)
+    assert reverse["rms"] < 2 * TFR_INJECTED["scatter_dex"] and 0 < reverse["slope_err"] < 0.05
+    # forward: the same line with the axes swapped (slope 1 / 0.258, intercept where the reverse fit
+    # crosses log V = 2.256)
+    forward = fits["forward"]
+    assert forward["pivot"] == 2.256 and forward["slope"] == pytest.approx(1 / TFR_INJECTED["slope"], abs=0.8)
+    assert forward["intercept"] == pytest.approx(
+        reverse["pivot"] + (forward["pivot"] - reverse["intercept"]) / reverse["slope"], abs=0.15)
+    # r-band: faster rotators are brighter, M_r around -19.5 at log V = 2.256
+    assert -12 < fits["r_band"]["slope"] < -4 and -21 < fits["r_band"]["intercept"] < -18
+    saved = json.loads((out / "report.json").read_text())
+    assert saved["tfr"] == fits and saved["n_rows"] == 60      # floats survive JSON exactly
+    # the summary: the run, each status with its count, each fit with its values
+    lines = report.summary().splitlines()
+    assert lines[0] == (f"run-catalog sami-dr3: 60 galaxies -> {report.catalog_dir} "
+                        f"({report.parts_total} of {report.parts_total} parts written)")
+    counts = catalog["status"].value_counts()
+    assert counts.sum() == 60 and report.status_counts == counts.to_dict()
+    for status, count in counts.items():
+        assert f"  {status:<16s} {count:8d}" in lines
+    for kind, fit in fits.items():
+        line = next(line for line in lines if line.startswith(f"  TFR {kind} "))
+        assert (f"slope {fit['slope']:.3f} +- {fit['slope_err']:.3f}, intercept {fit['intercept']:.3f} +- "
+                f"{fit['intercept_err']:.3f} (pivot {fit['pivot']})") in line and line.endswith(f"{fit['n']} galaxies")
     # resume: nothing left to do, the same catalog
     again = run_catalog("sami-dr3", input=sami_mock.root, out=out, client=client, progress=False)
     assert again.parts_written == 0

@@ -222,9 +222,32 @@ def test_priors_respect_their_ranges(drawn):
     agn = drawn[drawn["population"] == "agn"]
     liners = agn[agn["agn_type"] == "liner"]
     assert 0.5 < len(liners) / len(agn) < 0.7 and (liners["host"] == "old_agn_host").mean() > 0.7
-    # every numeric prior in the table bounds what was drawn
+    # every numeric prior in the table bounds what was drawn: each parameter's draws (where it applies)
+    # lie inside the envelope of its table rows, and the rows' ranges are the module's own
+    columns = {"age_gyr / tau_gyr": drawn["age_gyr"] / drawn["tau_gyr"]}
+    applies = {"burst_age_gyr": drawn["population"] == "post_starburst",
+               "burst_frac": drawn["population"] == "post_starburst",
+               "agn_frac": drawn["agn_type"] != "none", "agn_sigma_kms": drawn["agn_type"] != "none",
+               **{f"agn_{name}": drawn["agn_type"] != "none" for name in ("log_nii_ha", "log_oiii_hb",
+                                                                          "log_oii_oiii", "log_sii_ha")}}
+    envelope: dict[str, tuple[float, float]] = {}
     for row in priors.PRIORS:
-        assert (np.isnan(row["low"]) and np.isnan(row["high"])) or row["low"] <= row["high"]
+        if np.isnan(row["low"]) and np.isnan(row["high"]):
+            continue
+        assert row["low"] <= row["high"], row
+        name = row["parameter"] if row["parameter"] in columns else row["parameter"].split(" ")[0]
+        lo, hi = envelope.get(name, (np.inf, -np.inf))
+        envelope[name] = (min(lo, row["low"]), max(hi, row["high"]))
+    assert len(envelope) == 16
+    for name, (lo, hi) in envelope.items():
+        values = columns.get(name, drawn.get(name))
+        values = values[applies.get(name, np.ones(len(drawn), bool))]
+        # (1e-9: a 3-sigma clip of N(0.8, 0.2) ends at 1.4000000000000001, the table rounds it to 1.4)
+        assert len(values) > 50 and values.between(lo - 1e-9, hi + 1e-9).all(), (name, values.min(), values.max())
+    assert envelope["log_mstar"] == (min(p[2] for p in priors.MASS_PRIORS.values()),
+                                     max(p[3] for p in priors.MASS_PRIORS.values()))
+    assert envelope["metallicity"] == priors.Z_RANGE and envelope["logu"] == priors.LOGU_RANGE
+    assert envelope["burst_age_gyr"] == priors.BURST_AGE and envelope["burst_frac"] == priors.BURST_FRAC
 
 
 def test_priors_table_markdown():

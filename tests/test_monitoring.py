@@ -270,10 +270,27 @@ def test_html_report_of_an_ifu_run_shows_its_flags_truth_and_tfr(tmp_path, clien
     assert counts == report.status_counts and sum(counts.values()) == 30
     # the flags as the run applied them (the sample-wide POOR_FIT cut is not stored in the parts)
     flags = {name: int(n) for name, n, _ in page.tables["flags"][1:]}
-    fitted = report.tfr["reverse"]
-    used = flags["kin_flag == 0 (used by the TFR)"]
-    assert "slope" not in fitted or used >= fitted["n"] + fitted.get("n_clipped", 0)
+    catalog = pd.read_parquet(report.catalog_dir)
+    recon = catalog["recon_error"].to_numpy(float)
+    finite = np.isfinite(recon)
+    kin_flag = catalog["kin_flag"].to_numpy() | np.where(recon > recon[finite].mean() + recon[finite].std(),
+                                                         FLAG["POOR_FIT"], 0)
+    assert flags == {"kin_flag == 0 (used by the TFR)": int((kin_flag == 0).sum()),
+                     **{f"kin_flag & {bit} ({name})": int(((kin_flag & bit) > 0).sum()) for name, bit in FLAG.items()}}
     assert flags[f"kin_flag & {FLAG['NOT_PREPARED']} (NOT_PREPARED)"] == 30 - counts.get("ok", 0)
+    assert flags[f"kin_flag & {FLAG['POOR_FIT']} (POOR_FIT)"] > 0
+    # the TFR fits were made, on exactly those kin_flag == 0 galaxies (each fitted or clipped by LtsFit)
+    used = flags["kin_flag == 0 (used by the TFR)"]
+    assert set(report.tfr) == {"reverse", "forward", "r_band"} and all("slope" in f for f in report.tfr.values())
+    for kind in ("reverse", "forward"):
+        assert report.tfr[kind]["n"] + report.tfr[kind]["n_clipped"] == used >= 12
+    # and the report's table shows each fit as the run made it
+    relations = dict(page.tables["relations"][1:])
+    assert set(relations) == {"TFR reverse", "TFR forward", "TFR r_band"}
+    for kind, fit in report.tfr.items():
+        assert relations[f"TFR {kind}"] == (
+            f"slope {fit['slope']:.3f} +- {fit['slope_err']:.3f}, intercept {fit['intercept']:.3f} +- "
+            f"{fit['intercept_err']:.3f} (pivot {fit['pivot']}), rms {fit['rms']:.3f}, {fit['n']} galaxies")
     assert "matched by catid" in text
     assert len(images) == 2 + sum(k.startswith("tfr_") for k in report.outputs)
     assert run_status(report.out).state == "finished"
