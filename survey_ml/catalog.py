@@ -27,12 +27,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-__all__ = ["part_path", "write_part", "tidy_catalog_dir", "read_provenance", "finished_parts", "read_catalog", "export_fits",
-           "KIN_FLAG"]
-
-#: Bits of an IFU catalog's ``kin_flag`` column (0: the galaxy is fit for the TFR). Here, below
-#: both the IFU pipeline that sets them and the report that counts them.
-KIN_FLAG = {"NOT_PREPARED": 1, "LOW_INCLINATION": 2, "POOR_FIT": 4, "NO_MASS": 8}
+__all__ = ["part_path", "write_part", "tidy_catalog_dir", "read_provenance", "finished_parts", "read_catalog", "export_fits"]
 
 PROVENANCE_KEY = b"survey_ml"
 
@@ -151,19 +146,64 @@ def read_catalog(catalog_dir: str | os.PathLike) -> pd.DataFrame:
     return pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
 
 
-def export_fits(catalog_dir: str | os.PathLike, path: str | os.PathLike, overwrite: bool = True) -> Path:
-    """Write the catalog as one FITS binary table (for TOPCAT and IDL users)."""
+def export_fits(catalog_dir: str | os.PathLike, path: str | os.PathLike, overwrite: bool = True,
+                frame: pd.DataFrame | None = None, columns: list | None = None) -> Path:
+    """Write the catalog as one FITS binary table (for TOPCAT and IDL users).
+
+    ``frame`` is the catalog to write (default: the parts as they are on disk, e.g. after a
+    task's sample-level step); ``columns`` (objects with ``name``, ``unit``, ``description``,
+    such as :class:`survey_ml.tasks.Column`) give each column its ``TUNIT`` and ``TCOMM``.
+    """
     from astropy.table import Table
 
-    frame = read_catalog(catalog_dir)
+    frame = read_catalog(catalog_dir) if frame is None else frame.copy()
     for col in frame.columns:  # FITS has no nullable strings: empty string for missing
         if pd.api.types.is_string_dtype(frame[col]) or frame[col].dtype == object:
             frame[col] = frame[col].fillna("").astype(str)
     table = Table.from_pandas(frame)
+    for column in columns or []:
+        if column.name in table.colnames:
+            unit, description = _fits_unit(column.unit), column.description
+            if column.unit and unit is None:  # dex and other function units: kept in the comment
+                description = f"[{column.unit}] {description}"
+            table[column.name].unit = unit
+            table[column.name].description = description
     parts = sorted(Path(catalog_dir).glob("part-*.parquet"))
     provenance = read_provenance(parts[0])
     for key in ("version", "weights_sha256", "release", "store"):
         if key in provenance:
             table.meta[f"SML_{key[:4].upper()}"] = str(provenance[key])[:68]
     table.write(path, format="fits", overwrite=overwrite)
+    if columns:  # TCOMMn: the one-line description of each column (the FITS convention TOPCAT shows)
+        from astropy.io import fits
+
+        described = {c.name: c.description for c in columns}
+        with fits.open(path, mode="update") as hdul:
+            header = hdul[1].header
+            for i, name in enumerate(table.colnames, start=1):
+                comment = table[name].description or described.get(name)
+                if comment:
+                    header[f"TCOMM{i}"] = comment[:68]
     return Path(path)
+
+
+def _fits_unit(unit: str) -> str | None:
+    """``unit`` if FITS can hold it (``TUNITn``), else None (e.g. ``dex``: a function unit).
+
+    Examples
+    --------
+    >>> _fits_unit("km / s"), _fits_unit("dex"), _fits_unit("")
+    ('km s-1', None, None)
+    """
+    if not unit:
+        return None
+    import warnings
+
+    from astropy import units as u
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            return u.Unit(unit).to_string("fits")
+    except (ValueError, Warning):
+        return None

@@ -329,7 +329,7 @@ def write_html_report(run_dir: str | os.PathLike, report: dict[str, Any] | None 
     # counts
     status_rows = [(status, int(n), f"{n / len(catalog):.1%}") for status, n in counts.items()]
     if ifu:
-        from .catalog import KIN_FLAG as FLAG
+        from .tasks.kinematics import FLAG
 
         kin_flag = catalog["kin_flag"].to_numpy()
         flags = [("kin_flag == 0 (used by the TFR)", int((kin_flag == 0).sum()))]

@@ -222,7 +222,8 @@ def _run(spec: dict[str, Any], name: str, out: Path, catalog_dir: Path, input, s
         catalog = task.finalize(catalog)
     outputs = {"catalog": str(catalog_dir)}
     default_fits = f"{name}_{'kinematics' if release.kind == 'maps' else 'metallicity'}.fits"
-    outputs["fits"] = str(export_fits(catalog_dir, out / spec.get("outputs", {}).get("fits", default_fits)))
+    outputs["fits"] = str(export_fits(catalog_dir, out / spec.get("outputs", {}).get("fits", default_fits),
+                                      frame=catalog, columns=release.columns(built)))
     mzr, tfr = None, {}
     masses = masses or truth
     if {"oh12", "sf_flag"} <= set(catalog.columns) and masses is not None:
