@@ -1,7 +1,7 @@
 """H-alpha moment maps of an IFU data cube: continuum-subtracted moments 0, 1 and 2 per spaxel.
 
 Pure numpy on one cube, no store and no Dask: :func:`moment_maps_from_cube` is what the IFU
-store runs on each LOGCUBE (:mod:`survey_ml.ifu_store` lifts it over the Zarr cube chunks),
+store runs on each LOGCUBE (:mod:`survey_ml.store.kinds.cubes` lifts it over the Zarr cube chunks),
 and :func:`halpha_planes` / :func:`halpha_window` say which wavelengths it needs, so that a
 reader or a store touches only those.
 """
@@ -41,7 +41,7 @@ def halpha_window(z_min: float, z_max: float, continuum_kms: float = MOMENT_DEFA
     -------
     (float, float)
         ``6564.61 (1 + z_min) (1 - v/c)`` and ``6564.61 (1 + z_max) (1 + v/c)``: a ``cube_window``
-        for :func:`survey_ml.ifu_store.ingest_ifu` that keeps what the H-alpha maps need.
+        for :func:`survey_ml.store.ingest` that keeps what the H-alpha maps need.
 
     Examples
     --------

@@ -1,4 +1,4 @@
-"""MaNGA LOGCUBEs in the IFU store (survey_ml.ifu_store): cube planes in Zarr, then H-alpha moment
+"""MaNGA LOGCUBEs in the IFU store (survey_ml.store, kind "maps"): cube planes in Zarr, then H-alpha moment
 maps as a separate Dask step on those chunks, on a real LocalCluster with real LOGCUBE files."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from survey_ml.ifu_store import (CUBE_ARRAYS, CUBE_FILL, MAP_ARRAYS, MANGA_LOGCUBE_GRID, PREPARE_INPUTS, ingest_ifu,
+from survey_ml.store import (CUBE_ARRAYS, CUBE_FILL, MAP_ARRAYS, MANGA_LOGCUBE_GRID, PREPARE_INPUTS, ingest_ifu,
                                  moment_maps_from_store, open_ifu_release)
 from survey_ml.io.ifu import C_KMS, IFUCube
 from survey_ml.io.manga import DRP_DONOTUSE, read_manga_logcube, write_drpall, write_manga_logcube

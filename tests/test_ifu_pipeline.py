@@ -125,7 +125,7 @@ def test_combined_training_uses_both_surveys_and_blind_uses_the_other_surveys_we
     """train = "combined": one model trained on SAMI + MaNGA stores (each with its own PSF); "blind": MaNGA weights."""
     import torch
 
-    from survey_ml.ifu_store import ingest_ifu
+    from survey_ml.store import ingest_ifu
     from survey_ml.infer import WEIGHTS_DIR, weights_sha256
     from survey_ml.simulate.ifu import simulate_ifu_release
 

@@ -1,4 +1,4 @@
-"""The IFU release store (survey_ml.ifu_store): mock SAMI and MaNGA releases ingested on a real
+"""The IFU release store (survey_ml.store, kind "maps"): mock SAMI and MaNGA releases ingested on a real
 LocalCluster, bad files flagged, idempotent re-runs, the real SAMI galaxy, and H-alpha moment
 maps from a synthetic LOGCUBE."""
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 from astropy.io import fits
 
 from survey_ml.errors import SurveyFileError
-from survey_ml.ifu_store import (HALPHA_VACUUM, MAP_ARRAYS, PREPARE_INPUTS, discover_ifu_files, ingest_ifu,
+from survey_ml.store import (HALPHA_VACUUM, MAP_ARRAYS, PREPARE_INPUTS, discover_ifu_files, ingest_ifu,
                                  moment_maps_from_cube, open_ifu_release)
 from survey_ml.io.ifu import C_KMS, IFUCube
 from survey_ml.io.manga import (DRP_DONOTUSE, log_mstar_h70, read_drpall, read_manga_logcube, read_manga_maps,

@@ -1,6 +1,7 @@
 """Ingest on a real LocalCluster: ~2,000 mock LAMOST files with ~1% deliberately broken."""
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -199,3 +200,79 @@ def test_sdss_spectra_ingest_onto_the_sdss_grid(client, tmp_path):
     for r in release.objects.itertuples():
         assert r.pix0 == {1000: 523, 1001: 798, 1002: 801}[int(Path(r.file).name[5:9])]
         assert np.array_equal(flux[r.row, r.pix0: r.pix0 + r.n_pix], read_sdss_spectrum(r.file).flux)
+
+
+# ----------------------------------------------------------------------------- one store, every kind
+@pytest.fixture(scope="module")
+def stores_of_every_kind(tmp_path_factory):
+    """A spectra, a maps (SAMI) and a cube (MaNGA LOGCUBE) store, each of 5 rows in chunks of 2."""
+    from survey_ml.io.manga import write_manga_logcube
+    from survey_ml.moments import halpha_window
+    from survey_ml.simulate.ifu import simulate_ifu_release
+    from tests.test_ifu_cubes import REDSHIFTS, logcube
+
+    root = tmp_path_factory.mktemp("kinds")
+    spectra = write_mock_release(root / "spectra", 5, seed=21)
+    ingest(spectra.spectra_dir, root / "spectra_store", "dr10", client=False, chunk_rows=2)
+    sami = simulate_ifu_release(root / "sami", 5, "sami", seed=3, client=False)
+    ingest(sami.root, root / "maps_store", "sami-x", survey="sami", catalogue=sami.catalogue, client=False,
+           chunk_rows=2)
+    (root / "cubes").mkdir()
+    for k, (plateifu, z) in enumerate(REDSHIFTS.items()):
+        write_manga_logcube(root / "cubes" / f"manga-{plateifu}-LOGCUBE.fits", logcube(plateifu, z, k))
+    drpall = pd.DataFrame({"plateifu": list(REDSHIFTS), "objra": 10.0, "objdec": 5.0, "z": list(REDSHIFTS.values()),
+                           "nsa_elpetro_mass": 4.9e9, "nsa_elpetro_phi": 30.0})
+    ingest(root / "cubes", root / "cube_store", "manga-x", kind="maps", survey="manga", catalogue=drpall,
+           client=False, chunk_rows=2, map_size=24, cube_window=halpha_window(0.0, 0.15))
+    return {"spectra": root / "spectra_store", "maps": root / "maps_store", "cubes": root / "cube_store"}
+
+
+def test_one_open_release_reads_every_kind_alike(stores_of_every_kind):
+    from survey_ml.store import MAP_ARRAYS, MapsRelease, Release, SpectraRelease
+
+    expected = {"spectra": (SpectraRelease, "spectra", False, {"flux", "ivar", "mask"}),
+                "maps": (MapsRelease, "maps", False, {*MAP_ARRAYS, "pixel_scale"}),
+                "cubes": (MapsRelease, "maps", True, {*MAP_ARRAYS, "pixel_scale"})}
+    for name, store in stores_of_every_kind.items():
+        cls, kind, has_cubes, arrays = expected[name]
+        release = open_release(store)
+        assert isinstance(release, cls) and isinstance(release, Release) and release.kind == kind, name
+        assert getattr(release, "has_cubes", False) == has_cubes, name
+        assert release.path == store and release.zarr_path == store / f"{release.name}.zarr"
+        assert release.info == json.loads((store / "release.json").read_text())
+        assert release.n_rows == len(release.rows) == 5 and release.chunk_rows == 2
+        assert release.rows["row"].tolist() == list(range(5)) and (release.rows["status"] == "ok").all(), name
+        assert (release.objects if kind == "spectra" else release.galaxies) is release.rows
+        assert release.block_bounds() == [(0, 2), (2, 4), (4, 5)]
+        blocks = [release.read_block(a, b) for a, b in release.block_bounds()]
+        for (a, b), block in zip(release.block_bounds(), blocks):
+            assert set(block) == arrays and all(len(v) == b - a for v in block.values()), name
+        group = zarr.open_group(str(release.zarr_path), mode="r")
+        for array in arrays - {"pixel_scale"}:
+            stored = group[f"{release.GROUP}/{array}"]
+            assert stored.chunks[0] == release.chunk_rows
+            np.testing.assert_array_equal(np.concatenate([b[array] for b in blocks]), stored[:5], err_msg=name)
+        assert release.read_block(4, 99)[next(iter(arrays))].shape[0] == 1       # clipped to the committed rows
+    cubes = open_release(stores_of_every_kind["cubes"])
+    assert (cubes.galaxies["format"] == "manga_logcube").all() and (cubes.galaxies["n_good"] > 0).all()
+    assert cubes.galaxy_cube(0).flux.shape == (cubes.wave.size, 20, 20)
+
+
+def test_stores_written_before_release_json_named_its_kind_open(stores_of_every_kind, tmp_path):
+    from survey_ml.store import open_ifu_release
+
+    for name, store in stores_of_every_kind.items():
+        old = tmp_path / name
+        shutil.copytree(store, old)
+        info = json.loads((old / "release.json").read_text())
+        assert info.pop("kind") == ("spectra" if name == "spectra" else "ifu")
+        (old / "release.json").write_text(json.dumps(info))
+        release = open_release(old)
+        assert release.kind == ("spectra" if name == "spectra" else "maps") and release.n_rows == 5
+        assert release.read_block(0, 2).keys() == open_release(store).read_block(0, 2).keys()
+        if name != "spectra":
+            assert open_ifu_release(old).survey == info["survey"]
+    with pytest.raises(ValueError, match="not an IFU release store"):
+        open_ifu_release(tmp_path / "spectra")
+    with pytest.raises(ValueError, match="holds a spectra release"):
+        ingest([], tmp_path / "spectra", "dr10", survey="sami", client=False)

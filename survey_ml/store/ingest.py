@@ -1,0 +1,136 @@
+"""``ingest()``: survey files of any kind into a release store, in parallel on a Dask cluster.
+
+One flow for every kind: discover the input files, skip those already listed, create the
+store or grow it, read the new files in blocks (one Zarr chunk of rows per Dask task, via
+:func:`survey_ml.cluster.run_blocks`), run the kind's step after the blocks if it has one,
+mark duplicates and commit the row table. What differs by kind - arrays, reader glue, block
+writer - is the kind module's :func:`plan` (:mod:`survey_ml.store.kinds`).
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..cluster import current_client, run_blocks
+from .kinds import KINDS
+from .layout import IngestReport, block_bounds, empty_rows, typed_frame, write_info
+from .release import open_release
+
+__all__ = ["ingest", "ingest_ifu"]
+
+
+def ingest(source, store: str | os.PathLike, release: str = "release", *, kind: str | None = None,
+           reader: str = "lamost", survey: str | None = None, catalogue=None, client=None,
+           chunk_rows: int | None = None, progress: bool = False, **kind_options: Any) -> IngestReport:
+    """Ingest survey files into a release store (created if needed; appended to if it exists).
+
+    Parameters
+    ----------
+    source : path or iterable of paths
+        A folder, a file list (``.txt``/``.lst``), a catalogue (spectra: LAMOST) or paths;
+        see :func:`~survey_ml.store.kinds.spectra.discover_files` and
+        :func:`~survey_ml.store.kinds.maps.discover_ifu_files`.
+    store : str or os.PathLike
+        Store directory.
+    release : str
+        Release name; names the Zarr group ``<release>.zarr`` (an existing store keeps its own).
+    kind : {"spectra", "maps"}, optional
+        Default: "maps" when ``survey`` is given, else an existing store's, else "spectra".
+    reader : str
+        Spectra: key of :data:`~survey_ml.store.kinds.spectra.READERS`.
+    survey : {"sami", "manga"}, optional
+        Maps: the survey (default: an existing store's; it must match).
+    catalogue : path or pandas.DataFrame, optional
+        Maps: SAMI input catalogue CSV or MaNGA DRPall joined onto the new rows (see
+        :func:`~survey_ml.store.kinds.maps.plan`); LOGCUBEs take their redshift from it.
+    client : distributed.Client or False, optional
+        Cluster to run on; default: the current client if one exists, else (and with
+        ``False``) a plain loop over the blocks in this process.
+    chunk_rows : int, optional
+        Rows per Zarr chunk = per ingest task (ignored when appending). Default: spectra 1024;
+        maps 64, or for a new store with LOGCUBEs as many as keep a task's cubes within 1 GiB
+        (3 for full 74 x 74 cubes).
+    progress : bool
+        Show a progress bar over blocks.
+    **kind_options
+        Spectra: ``grid`` (default the reader's), ``data_root`` (where a catalogue's files
+        live). Maps: ``map_size``, ``cube_window``, ``wave_chunk`` (see
+        :func:`~survey_ml.store.kinds.maps.plan`).
+
+    Returns
+    -------
+    IngestReport
+
+    Notes
+    -----
+    A bad file never stops the run: its row's ``status`` is the reader's SurveyFileError code
+    (``missing``, ``unreadable``, ``truncated``, ``wrong_format``, ``off_grid``, ...) and its
+    ``message`` starts with the file's path. A usable row repeating an earlier one (spectra:
+    obsid; maps: id) gets ``duplicate``, naming the first file. LOGCUBEs are measured after
+    all blocks are written, by the moment step (release.json ``moments``, see
+    :func:`~survey_ml.store.kinds.cubes.moment_maps_from_store`), before the rows are committed.
+    """
+    start = time.perf_counter()
+    path = Path(store)
+    existing = open_release(path) if (path / "release.json").exists() else None
+    kind = kind or ("maps" if survey is not None else existing.kind if existing is not None else "spectra")
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {sorted(KINDS)}, not {kind!r}")
+    if existing is not None and existing.kind != kind:
+        raise ValueError(f"{path} holds a {existing.kind} release; cannot ingest {kind} files into it")
+    module = KINDS[kind]
+    unknown = set(kind_options) - set(module.OPTIONS)
+    if unknown:
+        raise TypeError(f"ingest of {kind} takes no option {', '.join(sorted(unknown))} "
+                        f"(its options: {', '.join(module.OPTIONS)})")
+    if survey is None and existing is not None:
+        survey = existing.info.get("survey")
+    files = module.discover(source, survey=survey, **kind_options)
+    rows = existing.rows if existing is not None else empty_rows(module.RELEASE.ROW_COLUMNS)
+    known = set(rows["file"].astype(str))
+    new_files = [f for f in files if f not in known]
+    n0, n_new = len(rows), len(new_files)
+    plan = module.plan(existing, existing.name if existing is not None else release, new_files, reader=reader,
+                       survey=survey, catalogue=catalogue, chunk_rows=chunk_rows, **kind_options)
+    chunk_rows = int(plan.info["chunk_rows"])
+    zarr_path = str(path / f"{plan.info['release']}.zarr")
+    path.mkdir(parents=True, exist_ok=True)
+    for arrays in plan.arrays:
+        arrays.create(zarr_path, n0, chunk_rows)
+    if plan.create is not None:
+        plan.create(zarr_path, n0)
+    write_info(path, plan.info)
+    if n_new == 0:
+        return IngestReport(path, len(files), 0, n0, {}, time.perf_counter() - start)
+
+    for arrays in plan.arrays:
+        arrays.resize(zarr_path, n0, n0 + n_new)
+    blocks = [(new_files[a - n0: b - n0], a, zarr_path, plan.info, *plan.block_args(new_files[a - n0: b - n0]))
+              for a, b in block_bounds(n0, n_new, chunk_rows)]
+    client = current_client(client)
+    parts = run_blocks(plan.block, blocks, client, desc="ingest", progress=progress)
+    new_rows = pd.concat(parts).sort_values("row").reset_index(drop=True)
+    if plan.new_rows is not None:
+        new_rows = plan.new_rows(new_rows)
+    combined = pd.concat([rows, new_rows], ignore_index=True) if n0 else new_rows
+    combined = typed_frame(combined, module.RELEASE.ROW_COLUMNS)
+    if plan.finish is not None:
+        combined = plan.finish(combined, zarr_path, client, progress)
+    combined = module.RELEASE.commit(path, plan.info, combined)
+    counts = combined.iloc[n0:]["status"].value_counts().to_dict()
+    return IngestReport(path, len(files), n_new, len(combined), {str(k): int(v) for k, v in counts.items()},
+                        time.perf_counter() - start)
+
+
+def ingest_ifu(source, store: str | os.PathLike, release: str, survey: str, *, catalogue=None, client=None,
+               chunk_rows: int | None = None, progress: bool = False, **options: Any) -> IngestReport:
+    """:func:`ingest` of IFU galaxy files (kind "maps"), as the IFU code has always called it.
+
+    ``options``: ``map_size``, ``cube_window``, ``wave_chunk`` (see :func:`ingest`).
+    """
+    return ingest(source, store, release, kind="maps", survey=survey, catalogue=catalogue, client=client,
+                  chunk_rows=chunk_rows, progress=progress, **options)
