@@ -153,28 +153,21 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train a task's network from its recipe (the shipped one by default) and save the weights."""
-    from .train import load_recipe, train_task
-    from .train_redshift import train_redshift_task
+    from .tasks import get_task
+    from .train import load_recipe
 
     recipe = load_recipe(args.recipe)
     redshift = "network" in recipe   # redshift recipes name their network and setup
+    task = get_task("redshift" if redshift else recipe.get("task", ""))
     client = _connect(args)
     try:
-        if recipe.get("task") == "kinematics":
-            from .kinematics import train_kinematics_task
-
-            report = train_kinematics_task(args.recipe, out=args.out, client=client, cache_dir=args.cache,
-                                           progress=True)
-            print(f"kinematics ({report['mock']['survey']}): best epoch {report['best_epoch']} of "
-                  f"{report['epochs_run']}; on its training release {report['training_release_figures']}")
-            return 0
-        if redshift:
-            report = train_redshift_task(args.recipe, out=args.out, client=client, cache_dir=args.cache,
-                                         progress=True)
-        else:
-            report = train_task(args.recipe, out=args.out, client=client, cache_dir=args.cache, progress=True)
+        report = task.train(args.recipe, out=args.out, client=client, cache_dir=args.cache, progress=True)
     finally:
         client.close()
+    if task.name == "kinematics":
+        print(f"kinematics ({report['mock']['survey']}): best epoch {report['best_epoch']} of "
+              f"{report['epochs_run']}; on its training release {report['training_release_figures']}")
+        return 0
     if redshift:
         test = "; ".join(f"{k}: NMAD {v['nmad']:.5f}, eta {100 * v['eta']:.2f}%" for k, v in report["test"].items())
         print(f"redshift ({report['recipe']['network']}, {report['recipe']['setup']}): {report['n_spectra']} spectra "

@@ -99,15 +99,11 @@ def _residual_title(name: str, resid: np.ndarray) -> str:
     return f"{name}: n={resid.size}, bias {np.mean(resid):+.3g}, sigma {np.std(resid):.3g}, NMAD {nmad:.3g}"
 
 
-def _spectra_figures(catalog: pd.DataFrame, truth: pd.DataFrame | None) -> list[tuple[str, bytes]]:
-    """QA figures of a metallicity / redshift catalog."""
-    plt = _pyplot()
-    predicted = np.isfinite(catalog["oh12"].to_numpy(float))
+def _metallicity_figure(plt, catalog: pd.DataFrame, predicted: np.ndarray) -> tuple[str, bytes]:
+    """Distributions of oh12 and P(star-forming) of the predicted rows, split by sf_flag."""
     sf = catalog["sf_flag"].to_numpy(bool)
-    figures = []
-
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.6))
     oh12 = catalog["oh12"].to_numpy(float)
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.6))
     bins = np.linspace(*np.nanpercentile(oh12, [0.5, 99.5]), 41) if predicted.any() else 20
     a.hist([oh12[predicted & sf], oh12[predicted & ~sf]], bins=bins, stacked=True,
            label=[f"sf_flag ({(predicted & sf).sum()})", f"not sf_flag ({(predicted & ~sf).sum()})"],
@@ -125,7 +121,18 @@ def _spectra_figures(catalog: pd.DataFrame, truth: pd.DataFrame | None) -> list[
     b.set_title("star-forming classifier")
     b.legend(fontsize=8)
     fig.tight_layout()
-    figures.append(("Distributions of 12 + log(O/H) and P(star-forming) (rows with a prediction)", _png(fig)))
+    return "Distributions of 12 + log(O/H) and P(star-forming) (rows with a prediction)", _png(fig)
+
+
+def _spectra_figures(catalog: pd.DataFrame, truth: pd.DataFrame | None) -> list[tuple[str, bytes]]:
+    """QA figures of a spectra catalog: whichever of metallicity, star-forming class and redshift it holds."""
+    plt = _pyplot()
+    figures = []
+    has_oh12 = "oh12" in catalog
+    oh12 = catalog["oh12"].to_numpy(float) if has_oh12 else np.full(len(catalog), np.nan)
+    predicted = np.isfinite(oh12)
+    if has_oh12 and {"sf_flag", "p_starforming"} <= set(catalog.columns):
+        figures.append(_metallicity_figure(plt, catalog, predicted))
 
     if "z_cnn" in catalog and np.isfinite(catalog["z_cnn"].to_numpy(float)).any():
         fig, (ax, hist) = plt.subplots(1, 2, figsize=(11, 4.6))
@@ -161,7 +168,7 @@ def _spectra_figures(catalog: pd.DataFrame, truth: pd.DataFrame | None) -> list[
     if truth is not None and "obsid" in truth:
         matched = truth.drop_duplicates("obsid").set_index("obsid").reindex(catalog["obsid"].to_numpy(np.int64))
         panels = []
-        if "oh12" in matched:
+        if "oh12" in matched and has_oh12:
             true_sf = matched["starforming"].fillna(False).to_numpy(bool) if "starforming" in matched \
                 else np.ones(len(matched), bool)
             use = predicted & true_sf
@@ -278,7 +285,8 @@ def _seconds(value: float) -> str:
 # --------------------------------------------------------------------------- the report
 def write_html_report(run_dir: str | os.PathLike, report: dict[str, Any] | None = None,
                       truth: str | os.PathLike | None = None, catalog: pd.DataFrame | None = None,
-                      path: str | os.PathLike | None = None) -> Path:
+                      path: str | os.PathLike | None = None,
+                      figures_from_tasks: list[tuple[str, Any]] | None = None) -> Path:
     """Write the run's self-contained HTML report.
 
     Parameters
@@ -286,7 +294,7 @@ def write_html_report(run_dir: str | os.PathLike, report: dict[str, Any] | None 
     run_dir : path
         The run's output folder (``report.json``, the catalog, ``progress.json``, plots).
     report : dict, optional
-        The run report (:meth:`survey_ml.pipeline.RunReport.to_dict` or the IFU one);
+        The run report (:meth:`survey_ml.runner.RunReport.to_dict`);
         default: ``<run_dir>/report.json``.
     truth : path, optional
         A truth table (Parquet, CSV or FITS): a mock release's ``truth.parquet``. Spectra
@@ -298,6 +306,8 @@ def write_html_report(run_dir: str | os.PathLike, report: dict[str, Any] | None 
         applied); default: read from the report's ``catalog_dir``.
     path : path, optional
         Where to write (default ``<run_dir>/report.html``).
+    figures_from_tasks : list, optional
+        ``(caption, matplotlib Figure)`` pairs the run's tasks add (:meth:`survey_ml.tasks.Task.figures`).
 
     Returns
     -------
@@ -335,7 +345,8 @@ def write_html_report(run_dir: str | os.PathLike, report: dict[str, Any] | None 
         flags = [("kin_flag == 0 (used by the TFR)", int((kin_flag == 0).sum()))]
         flags += [(f"kin_flag & {bit} ({name})", int(((kin_flag & bit) > 0).sum())) for name, bit in FLAG.items()]
     else:
-        flags = [("sf_flag (P(star-forming) >= threshold)", int(catalog["sf_flag"].sum()))]
+        flags = [("sf_flag (P(star-forming) >= threshold)", int(catalog["sf_flag"].sum()))] if "sf_flag" in catalog \
+            else []
         if "z_cnn_flag" in catalog:
             flags.append(("z_cnn_flag == 0 (reliable z_cnn)", int((catalog["z_cnn_flag"] == 0).sum())))
     sections.append('<h2>Counts</h2><div class="grid">'
@@ -379,6 +390,7 @@ def write_html_report(run_dir: str | os.PathLike, report: dict[str, Any] | None 
 
     # figures
     figures = _ifu_figures(catalog, truth_table) if ifu else _spectra_figures(catalog, truth_table)
+    figures += [(caption, _png(fig)) for caption, fig in figures_from_tasks or []]
     outputs = report.get("outputs", {})
     for key, caption in (("mzr_plot", "Mass-metallicity relation of the sf_flag galaxies"),
                          ("tfr_reverse", "Reverse Tully-Fisher relation (log V against log M*)"),

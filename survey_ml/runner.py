@@ -149,7 +149,7 @@ def run_catalog(release: str | os.PathLike | dict[str, Any] = "dr10", *, input: 
     client = connect(quiet=not progress) if own_client else current_client(client)
     journal = RunJournal(out, name, catalog_dir)
     try:
-        report, catalog, truth = _run(spec, name, out, catalog_dir, input, store, client, masses, weights, tasks,
+        report, catalog, truth, built = _run(spec, name, out, catalog_dir, input, store, client, masses, weights, tasks,
                                       n_mock, catalogue, progress, journal)
         report.dashboard = getattr(client, "dashboard_link", None)
         report.provenance |= {"python": platform.python_version(), "dask": dask.__version__}
@@ -157,7 +157,8 @@ def run_catalog(release: str | os.PathLike | dict[str, Any] = "dr10", *, input: 
         report.outputs["html"] = str(out / "report.html")
         (out / "report.json").write_text(json.dumps(report.to_dict(), indent=1, default=str) + "\n")
         journal.stage("report")
-        write_html_report(out, report.to_dict(), truth=truth, catalog=catalog)
+        write_html_report(out, report.to_dict(), truth=truth, catalog=catalog,
+                          figures_from_tasks=[f for task in built for f in task.figures(catalog)])
         journal.finish(report.outputs)
         return report
     except BaseException as err:
@@ -172,8 +173,8 @@ def run_catalog(release: str | os.PathLike | dict[str, Any] = "dr10", *, input: 
 
 
 def _run(spec: dict[str, Any], name: str, out: Path, catalog_dir: Path, input, store, client, masses, weights,
-         tasks, n_mock, catalogue, progress: bool, journal: RunJournal) -> tuple[RunReport, pd.DataFrame, Path | None]:
-    """The stages of :func:`run_catalog`; returns the report, the finalised catalog and the truth table."""
+         tasks, n_mock, catalogue, progress: bool, journal: RunJournal) -> tuple[RunReport, pd.DataFrame, Path | None, list[Task]]:
+    """The stages of :func:`run_catalog`; returns the report, the finalised catalog, the truth table and the tasks."""
     from .cluster import run_blocks
     from .infer import weights_sha256
 
@@ -242,4 +243,4 @@ def _run(spec: dict[str, Any], name: str, out: Path, catalog_dir: Path, input, s
                        n_rows=n_rows, parts_total=n_chunks, parts_written=len(todo), status_counts=counts,
                        timings=timings, tasks=[t.name for t in built], outputs=outputs, provenance=provenance,
                        mzr=mzr, tfr=tfr)
-    return report, catalog, truth or masses
+    return report, catalog, truth or masses, built

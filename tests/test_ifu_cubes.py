@@ -223,7 +223,7 @@ def test_cube_window_keeps_a_wavelength_range(cube_files, tmp_path):
 def test_a_logcube_only_release_runs_through_the_ifu_pipeline(cube_store, tmp_path, client):
     """run-catalog manga-dr17 on the store as it is: the same disc at five redshifts (H-alpha in five different
     wavelength chunks) gets the same kinematics."""
-    from survey_ml.pipeline import run_catalog
+    from survey_ml.runner import run_catalog
 
     report = run_catalog("manga-dr17", store=cube_store[0], out=tmp_path / "run", client=client, progress=False)
     catalog = pd.read_parquet(report.catalog_dir).set_index("id")

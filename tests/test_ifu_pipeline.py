@@ -7,8 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from survey_ml.ifu_pipeline import FLAG, KINEMATIC_COLUMNS
-from survey_ml.pipeline import run_catalog
+from survey_ml.dask.blocks import catalog_columns
+from survey_ml.tasks.kinematics import FLAG, Kinematics
+from survey_ml.runner import run_catalog
 from survey_ml.simulate.ifu import TFR_INJECTED
 
 
@@ -26,7 +27,7 @@ def test_run_catalog_sami_gives_a_kinematic_catalog_and_resumes(sami_mock, tmp_p
     catalog = pd.read_parquet(report.catalog_dir)
     truth = pd.read_parquet(sami_mock.truth)
     assert len(catalog) == report.n_rows == len(truth) == 60
-    assert list(catalog.columns) == list(KINEMATIC_COLUMNS)
+    assert list(catalog.columns) == [c.name for c in catalog_columns("maps", [Kinematics()])]
     prepared = catalog["status"] == "ok"
     assert prepared.sum() >= 15
     ok = catalog[prepared]

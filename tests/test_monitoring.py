@@ -194,7 +194,7 @@ class _Page(HTMLParser):
 @pytest.fixture(scope="module")
 def small_run(small_library, tmp_path_factory, client):
     """A real dr10 run of 240 held-out mock spectra with their truth table (masses and truth)."""
-    from survey_ml.pipeline import run_catalog
+    from survey_ml.runner import run_catalog
     from survey_ml.simulate.release import simulate_release
 
     root = tmp_path_factory.mktemp("monitoring")
@@ -256,8 +256,8 @@ def test_status_of_the_finished_real_run(small_run, capsys):
 
 def test_html_report_of_an_ifu_run_shows_its_flags_truth_and_tfr(tmp_path, client):
     """A real SAMI run (its own small mock release, with truth): the kinematic report."""
-    from survey_ml.ifu_pipeline import FLAG
-    from survey_ml.pipeline import run_catalog
+    from survey_ml.tasks.kinematics import FLAG
+    from survey_ml.runner import run_catalog
 
     report = run_catalog("sami-dr3", out=tmp_path / "run", client=client, n_mock=30, progress=False)
     page = _Page()

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from survey_ml.catalog import finished_parts, part_path, read_provenance, write_part
-from survey_ml.pipeline import run_catalog
+from survey_ml.runner import run_catalog
 
 REPO = Path(__file__).resolve().parents[1]
 #: The small release: 384 mock spectra in 12 Zarr chunks of 32 rows, so a run lasts a few seconds

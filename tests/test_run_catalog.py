@@ -11,7 +11,10 @@ import pytest
 
 from survey_ml.catalog import part_path, read_provenance
 from survey_ml.infer import shipped_weights, weights_sha256
-from survey_ml.pipeline import CATALOG_COLUMNS, run_catalog
+from survey_ml.dask.blocks import catalog_columns
+from survey_ml.runner import run_catalog
+from survey_ml.spec import load_release_spec
+from survey_ml.tasks.registry import tasks_from_spec
 from survey_ml.simulate import DEFECTS, inject_defect, write_mock_release
 from survey_ml.spec import SPEC_DIR
 from survey_ml.store import ingest, open_release
@@ -63,7 +66,7 @@ def test_catalog_has_every_row_with_the_right_status_and_resumes_only_missing_pa
     assert len(catalog) == len(objects) == 601 and report.n_rows == 601
     assert catalog["row"].tolist() == list(range(601))
     assert (catalog["obsid"].to_numpy() == objects["obsid"].fillna(-1).to_numpy()).all()
-    assert list(catalog.columns) == list(CATALOG_COLUMNS)
+    assert list(catalog.columns) == [c.name for c in catalog_columns("spectra", tasks_from_spec(load_release_spec("dr10")))]
     assert catalog["oh12"].dtype == np.float32 and catalog["sf_flag"].dtype == bool
     assert report.parts_total == report.parts_written == 5
 
@@ -160,7 +163,7 @@ def test_shipped_weights_recover_metallicity_and_class_of_unseen_galaxies(small_
 def test_masses_are_matched_by_obsid_or_within_one_arcsecond(tmp_path):
     from astropy.table import Table
 
-    from survey_ml.pipeline import attach_masses
+    from survey_ml.catalog_relations import attach_masses
 
     catalog = pd.DataFrame({"obsid": [1, 2, 3, 4], "ra": [10.0, 20.0, 30.0, 40.0], "dec": [0.0, 10.0, -5.0, 60.0]})
     by_obsid = tmp_path / "truth.parquet"

@@ -302,6 +302,16 @@ class Task(ABC):
 
         return load_model(self.weights, device, self.model_class)
 
+    # ------------------------------------------------------------------ training
+    @classmethod
+    def train(cls, recipe: str | os.PathLike, *, out: str | os.PathLike | None = None, client=None,
+              cache_dir: str | os.PathLike | None = None, progress: bool = True) -> dict[str, Any]:
+        """Train this task's network from a recipe (``survey_ml/weights/<name>.toml``); returns its report.
+
+        Every survey_ml training runs the one epoch loop of :mod:`survey_ml.training_loop`.
+        """
+        raise NotImplementedError(f"task {cls.name!r} has no training (it needs no weights, or brings its own)")
+
     # ------------------------------------------------------------------ whole release
     def fit_to_release(self, store: Path, spec: dict[str, Any], out: Path, client, progress: bool) -> Task:
         """Before inference: a task that learns from the release itself (self-supervised) returns

@@ -130,6 +130,13 @@ class Kinematics(Task):
         path = cls.resolve_weights(weights, spec_path, where) if weights is not None else None
         return cls(options, path)
 
+    @classmethod
+    def train(cls, recipe, *, out=None, client=None, cache_dir=None, progress=True) -> dict:
+        """Self-supervised on a mock release of the recipe's survey (:func:`survey_ml.kinematics.train_kinematics_task`)."""
+        from ..kinematics import train_kinematics_task
+
+        return train_kinematics_task(recipe, out=out, client=client, cache_dir=cache_dir, progress=progress)
+
     # ------------------------------------------------------------------ per block
     def select(self, block: Block) -> np.ndarray:
         return np.arange(len(block))   # every row is prepared: PA for all, the network for the usable

@@ -40,6 +40,13 @@ class Metallicity(Task):
         Column("oh12_err", "float32", "dex", "1-sigma error of oh12 (network standard deviation)"),
     )
 
+    @classmethod
+    def train(cls, recipe, *, out=None, client=None, cache_dir=None, progress=True) -> dict:
+        """The shipped network's recipe (training set from the bagpipes library, :func:`survey_ml.train.train_task`)."""
+        from ..train import train_task
+
+        return train_task(recipe, out=out, client=client, cache_dir=cache_dir, progress=progress)
+
     def prepare(self, block: Block, rows: np.ndarray) -> Batch:
         x = model_inputs_of(block)
         keep, position = reject_low_coverage(block, rows, self.options.min_coverage)

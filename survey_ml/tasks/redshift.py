@@ -45,6 +45,13 @@ class Redshift(Task):
         Column("z_cnn_pmax", "float32", "", "network probability within +-2 bins of z_cnn"),
     )
 
+    @classmethod
+    def train(cls, recipe, *, out=None, client=None, cache_dir=None, progress=True) -> dict:
+        """A redshift recipe: PDF network (+ PCA templates) or the published CNN (:func:`survey_ml.train_redshift.train_redshift_task`)."""
+        from ..train_redshift import train_redshift_task
+
+        return train_redshift_task(recipe, out=out, client=client, cache_dir=cache_dir, progress=progress)
+
     def select(self, block: Block) -> np.ndarray:
         return block.usable
 

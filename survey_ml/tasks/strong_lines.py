@@ -61,3 +61,28 @@ class StrongLines(Task):
         frame = strong_line_metallicity(**batch.inputs, r_instrument=self.options.r_instrument,
                                         method=self.options.method, min_snr=self.options.min_snr)
         return {name: frame[name].to_numpy() for name in BASELINE_COLUMNS}
+
+    def figures(self, catalog) -> list:
+        """O3N2 against N2 metallicity of the rows with both (and against the network's oh12 when it ran)."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        n2, o3n2 = catalog["oh12_n2"].to_numpy(float), catalog["oh12_o3n2"].to_numpy(float)
+        panels = [("12 + log(O/H), N2 (PP04)", n2)]
+        if "oh12" in catalog:
+            panels.append(("12 + log(O/H), network", catalog["oh12"].to_numpy(float)))
+        fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False)
+        for ax, (label, x) in zip(axes[0], panels):
+            both = np.isfinite(x) & np.isfinite(o3n2)
+            ax.scatter(x[both], o3n2[both], s=4, alpha=0.5, rasterized=True)
+            if both.any():
+                lo, hi = np.nanmin([x[both].min(), o3n2[both].min()]), np.nanmax([x[both].max(), o3n2[both].max()])
+                ax.plot([lo, hi], [lo, hi], "k--", lw=1)
+            ax.set_xlabel(label)
+            ax.set_ylabel("12 + log(O/H), O3N2 (PP04)")
+            ax.set_title(f"{int(both.sum())} rows with both")
+        fig.tight_layout()
+        return [("Strong-line baseline: O3N2 against N2 (and the network) metallicities", fig)]
+
