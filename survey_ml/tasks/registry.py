@@ -16,18 +16,38 @@ from importlib.metadata import entry_points
 
 from .base import SpecError, Task
 
-__all__ = ["register", "get_task", "available_tasks", "tasks_from_spec", "ENTRY_POINT_GROUP"]
+__all__ = ["register", "get_task", "available_tasks", "builtin_tasks", "tasks_from_spec", "ENTRY_POINT_GROUP"]
 
 ENTRY_POINT_GROUP = "survey_ml.tasks"
-#: survey_ml's own tasks: name -> "module:Class" (imported on first use).
-BUILTIN = {
-    "metallicity": "survey_ml.tasks.metallicity:Metallicity",
-    "sfclass": "survey_ml.tasks.sfclass:StarFormingClass",
-    "redshift": "survey_ml.tasks.redshift:Redshift",
-    "strong_lines": "survey_ml.tasks.strong_lines:StrongLines",
-    "kinematics": "survey_ml.tasks.kinematics:Kinematics",
-}
+#: Modules of this package that hold the engine's contract, not a task.
+_NOT_TASKS = frozenset({"base", "registry", "spectra_inputs"})
 _REGISTERED: dict[str, type[Task]] = {}
+_BUILTIN: dict[str, str] = {}
+
+
+def builtin_tasks() -> dict[str, str]:
+    """survey_ml's own tasks, ``name -> "module:Class"``: every Task subclass defined in a module of
+    this package, found by walking it - so a new task is one new module and nothing else.
+
+    Examples
+    --------
+    >>> builtin_tasks()["redshift"]
+    'survey_ml.tasks.redshift:Redshift'
+    """
+    if not _BUILTIN:
+        import pkgutil
+
+        from . import __path__ as package_path
+
+        for info in sorted(pkgutil.iter_modules(package_path), key=lambda m: m.name):
+            if info.name in _NOT_TASKS or info.name.startswith("_"):
+                continue
+            module = import_module(f"{__package__}.{info.name}")
+            for value in vars(module).values():
+                if (isinstance(value, type) and issubclass(value, Task) and value.__module__ == module.__name__
+                        and isinstance(getattr(value, "name", None), str)):
+                    _BUILTIN[value.name] = f"{module.__name__}:{value.__qualname__}"
+    return dict(_BUILTIN)
 
 
 def register(task: type[Task]) -> type[Task]:
@@ -70,7 +90,7 @@ def _describe(source: object) -> str:
 
 def _sources() -> dict[str, object]:
     """name -> class or "module:Class" / entry point, builtins first."""
-    found: dict[str, object] = dict(BUILTIN)
+    found: dict[str, object] = builtin_tasks()
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         if ep.name in found and found[ep.name] != ep.value:
             raise ValueError(f"task name {ep.name!r} of entry point {ep.value} is taken by {_describe(found[ep.name])}")
