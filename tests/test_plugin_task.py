@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -26,9 +27,10 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 def installed(tmp_path_factory) -> Path:
     """The example package pip-installed (no deps, no network) into its own site folder."""
     site = tmp_path_factory.mktemp("site")
-    build = tmp_path_factory.mktemp("build")
+    source = tmp_path_factory.mktemp("source") / "halpha-window"   # a copy: the build leaves nothing in the repo
+    shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("conftest.py", "__pycache__", "*.egg-info", "build"))
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--no-index", "--target", str(site), str(EXAMPLE)], check=True, cwd=build)
+                    "--no-index", "--target", str(site), str(source)], check=True, cwd=source.parent)
     assert list(site.glob("halpha_window-*.dist-info/entry_points.txt"))
     return site
 

@@ -36,10 +36,9 @@ def builtin_tasks() -> dict[str, str]:
     """
     if not _BUILTIN:
         import pkgutil
+        from pathlib import Path
 
-        from . import __path__ as package_path
-
-        for info in sorted(pkgutil.iter_modules(package_path), key=lambda m: m.name):
+        for info in sorted(pkgutil.iter_modules([str(Path(__file__).parent)]), key=lambda m: m.name):
             if info.name in _NOT_TASKS or info.name.startswith("_"):
                 continue
             module = import_module(f"{__package__}.{info.name}")
