@@ -55,7 +55,7 @@ def bf16_rate(model, x: np.ndarray, batch_size: int, repeats: int) -> float:
 def cuda_run_catalog(store: str, out: str) -> dict:
     """run_catalog dr10 on a ``cuda`` cluster over an ingested store (end to end, all three tasks)."""
     from survey_ml.cluster import connect
-    from survey_ml.pipeline import run_catalog
+    from survey_ml.runner import run_catalog
 
     client = connect(cluster="cuda", dashboard_address="127.0.0.1:0", quiet=True)
     try:

@@ -117,7 +117,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from survey_ml.cluster import connect
-    from survey_ml.pipeline import run_catalog
+    from survey_ml.runner import run_catalog
     from survey_ml.relations import plot_mzr
 
     work = Path(tempfile.mkdtemp(prefix="survey_ml_metallicity_"))

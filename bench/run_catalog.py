@@ -67,7 +67,7 @@ def main() -> None:
     from survey_ml.cluster import connect
     from survey_ml.infer import load_model, shipped_weights
     from survey_ml.models.spectral_cnn import forward_flops
-    from survey_ml.pipeline import run_catalog
+    from survey_ml.runner import run_catalog
     from survey_ml.simulate import DEFECTS, inject_defect, write_mock_release
     from survey_ml.spec import load_release_spec
     from survey_ml.store import ingest, open_release

@@ -1,13 +1,13 @@
 """Strong scaling of run-catalog dr10 inference on this machine: 1 worker against 2 workers.
 
 The same store - ``--n`` parametric mock LAMOST spectra, ingested once and cached in
-``--work`` - is run through :func:`survey_ml.pipeline.run_catalog` (every task of the dr10
+``--work`` - is run through :func:`survey_ml.runner.run_catalog` (every task of the dr10
 spec: metallicity, sfclass and the redshift network with its template refinement) on a
 LocalCluster of 1 worker x 1 thread and of 2 workers x 1 thread (one torch thread per
 worker). Per configuration:
 
 - the cluster is started and every worker pushes a few rows through
-  :func:`survey_ml.pipeline.catalog_chunk` first (models loaded, first-call costs paid), so
+  :func:`survey_ml.dask.blocks.catalog_block` first (models loaded, first-call costs paid), so
   neither start-up nor ingest is timed;
 - each of ``--repeats`` runs writes a fresh catalog and is timed over the inference stage
   only (``report.timings["inference"]``: first part submitted to last part written); the
@@ -70,15 +70,16 @@ def cached_store(work: Path, n: int, chunk_rows: int) -> tuple[Path, float | Non
     return store, seconds
 
 
-def warm_worker(store: str, options: dict, rows: int = 64) -> float:
-    """Run on each worker before timing: load the models, push ``rows`` rows through ``catalog_chunk``."""
-    from survey_ml.pipeline import catalog_chunk
+def warm_worker(store: str, tasks: list, cuts: dict, rows: int = 64) -> float:
+    """Run on each worker before timing: load the models, push ``rows`` rows through ``catalog_block``."""
+    from survey_ml.dask.blocks import catalog_block
     from survey_ml.store import open_release
 
     t = time.perf_counter()
     release = open_release(store)
-    flux, ivar, mask = (release.array(a)[:rows].compute(scheduler="synchronous") for a in ("flux", "ivar", "mask"))
-    catalog_chunk(flux, ivar, mask, release.objects.iloc[:rows], release.wavelength(), **{"threads": 1, **options})
+    rows = min(rows, release.n_rows)
+    catalog_block(release.read_block(0, rows), release.rows.iloc[:rows], release.info, release.kind, tasks, cuts,
+                  threads=1)
     return time.perf_counter() - t
 
 
@@ -91,14 +92,14 @@ def timed_run(client, store: Path, out: Path) -> dict:
     """One run-catalog inference on ``client``'s cluster: wall, worker CPU seconds, task compute seconds."""
     from distributed import get_task_stream
 
-    from survey_ml.pipeline import run_catalog
+    from survey_ml.runner import run_catalog
 
     shutil.rmtree(out, ignore_errors=True)
     cpu0 = client.run(process_cpu_seconds)
     with get_task_stream(client=client) as stream:
         report = run_catalog("dr10", store=store, out=out, client=client, progress=False)
     cpu1 = client.run(process_cpu_seconds)
-    tasks = [s for s in stream.data if str(s["key"]).startswith("_write_chunk")]
+    tasks = [s for s in stream.data if str(s["key"]).startswith("write_catalog_part")]
     compute = [sum(ss["stop"] - ss["start"] for ss in s["startstops"] if ss["action"] == "compute") for s in tasks]
     catalog_bytes = sum(p.stat().st_size for p in (out / "catalog").glob("*.parquet"))
     shutil.rmtree(out, ignore_errors=True)
@@ -124,7 +125,7 @@ def summarise_runs(runs: list[dict], n_workers: int, warm: dict) -> dict:
             "catalog_bytes_per_spectrum": round(best["catalog_bytes"] / n_rows, 1)}
 
 
-def time_configurations(store: Path, workers: list[int], repeats: int, work: Path, options: dict) -> dict:
+def time_configurations(store: Path, workers: list[int], repeats: int, work: Path, tasks: list, cuts: dict) -> dict:
     """A warmed LocalCluster per configuration (``workers`` x 1 thread), timed in turn ``repeats`` times.
 
     The configurations take turns (1, 2, 1, 2, ...) so that a change in the machine's other
@@ -136,7 +137,7 @@ def time_configurations(store: Path, workers: list[int], repeats: int, work: Pat
     try:
         for k in workers:
             clients[k] = connect(n_workers=k, threads_per_worker=1, dashboard_address="127.0.0.1:0", quiet=True)
-            warm[k] = clients[k].run(warm_worker, str(store), options)
+            warm[k] = clients[k].run(warm_worker, str(store), tasks, cuts)
         for r in range(repeats):
             for k in workers:
                 runs[k].append(timed_run(clients[k], store, work / f"run-{k}w"))
@@ -146,15 +147,20 @@ def time_configurations(store: Path, workers: list[int], repeats: int, work: Pat
     return {str(k): summarise_runs(runs[k], k, warm[k]) for k in workers}
 
 
-def _plain_warm(store: str, options: dict) -> None:
+def _plain_warm(store: str, tasks: list, cuts: dict) -> None:
     import torch
 
+    from survey_ml.dask import blocks
+
     torch.set_num_threads(1)
-    warm_worker(store, options)
+    # one torch thread per process, as a Dask worker of 1 thread gets (outside Dask, catalog_block's
+    # default, worker_threads(), is every core); write_catalog_part takes no thread count of its own
+    blocks.worker_threads = lambda: 1
+    warm_worker(store, tasks, cuts)
 
 
-def plain_processes(store: Path, workers: list[int], repeats: int, work: Path, options: dict) -> dict:
-    """The machine's own ceiling: the same chunk tasks (``pipeline._write_chunk``, reading Zarr and
+def plain_processes(store: Path, workers: list[int], repeats: int, work: Path, spec: dict, tasks: list) -> dict:
+    """The machine's own ceiling: the same chunk tasks (``dask.blocks.write_catalog_part``, reading Zarr and
     writing parts) in a plain ``multiprocessing`` pool of ``k`` single-threaded processes, no Dask.
 
     Whatever 2 processes lose against 1 here (shared caches, memory bandwidth, SMT siblings) is
@@ -162,11 +168,9 @@ def plain_processes(store: Path, workers: list[int], repeats: int, work: Path, o
     """
     import multiprocessing as mp
 
-    from survey_ml.store import open_release
+    from survey_ml.dask.catalog import LazyRelease
 
-    release = open_release(store)
-    bounds = np.cumsum([0, *release.array("flux").chunks[0]])
-    slim = release.objects[["row", "obsid", "ra", "dec", "z", "snrr", "status", "message"]]
+    release = LazyRelease(store, spec)
     out = {}
     ctx = mp.get_context("spawn")
     # one BLAS/OpenMP thread per process, as Dask's nanny gives its workers (else 2 processes x
@@ -174,8 +178,8 @@ def plain_processes(store: Path, workers: list[int], repeats: int, work: Path, o
     saved = {v: os.environ.get(v) for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
     os.environ.update({v: "1" for v in saved})
     try:
-        # and one torch thread, as a Dask worker of 1 thread sets it (outside Dask, catalog_chunk takes all cores)
-        out = _plain_pools(ctx, store, release, bounds, slim, workers, repeats, work, {**options, "threads": 1})
+        # and one torch thread (set by _plain_warm in each process)
+        out = _plain_pools(ctx, store, release, workers, repeats, work, tasks)
     finally:
         for v, value in saved.items():
             if value is None:
@@ -185,25 +189,24 @@ def plain_processes(store: Path, workers: list[int], repeats: int, work: Path, o
     return out
 
 
-def _plain_pools(ctx, store, release, bounds, slim, workers, repeats, work, options) -> dict:
-    from survey_ml.pipeline import _write_chunk
+def _plain_pools(ctx, store, release, workers, repeats, work, tasks) -> dict:
+    from survey_ml.dask.blocks import write_catalog_part
 
     out = {}
     for k in workers:
         walls = []
-        with ctx.Pool(k, initializer=_plain_warm, initargs=(str(store), options)) as pool:
+        with ctx.Pool(k, initializer=_plain_warm, initargs=(str(store), tasks, release.cuts)) as pool:
             pool.map(abs, range(4 * k))  # make sure every process has started and warmed
             for r in range(repeats):
                 folder = work / f"plain-{k}"
                 shutil.rmtree(folder, ignore_errors=True)
-                blocks = [(str(release.zarr_path), int(bounds[c]), int(bounds[c + 1]), slim.iloc[bounds[c]: bounds[c + 1]],
-                           c, str(folder), {}, release.grid.to_dict(), options) for c in range(len(bounds) - 1)]
+                blocks = release.catalog_parts(tasks, folder, {})
                 t = time.perf_counter()
-                list(pool.starmap(_write_chunk, blocks, chunksize=1))
+                list(pool.starmap(write_catalog_part, blocks, chunksize=1))
                 walls.append(time.perf_counter() - t)
                 shutil.rmtree(folder, ignore_errors=True)
         out[str(k)] = {"wall_s": [round(w, 3) for w in walls], "wall_s_best": round(min(walls), 3),
-                       "spectra_per_s": round(release.n_rows / min(walls), 1)}
+                       "spectra_per_s": round(release.store.n_rows / min(walls), 1)}
     return out
 
 
@@ -302,8 +305,8 @@ def main() -> None:
                                                                    / "survey_ml")) / "bench-scaling"))
     args = parser.parse_args()
 
-    from survey_ml.pipeline import chunk_options, resolve_weights
     from survey_ml.spec import load_release_spec
+    from survey_ml.tasks.registry import tasks_from_spec
 
     spec = load_release_spec("dr10")
     chunk_rows = args.chunk_rows or int(spec["ingest"]["chunk_rows"])
@@ -311,10 +314,10 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     load_before = [round(x, 2) for x in os.getloadavg()]
     store, ingest_s = cached_store(work, args.n, chunk_rows)
-    weights = resolve_weights(spec, None)
-    options = chunk_options(spec, weights)
-    configs = time_configurations(store, sorted(set(args.workers)), args.repeats, work, options)
-    plain = plain_processes(store, sorted(set(args.workers)), args.repeats, work, options)
+    tasks = tasks_from_spec(spec)
+    weights = {t.name: str(t.weights) for t in tasks if t.weights}
+    configs = time_configurations(store, sorted(set(args.workers)), args.repeats, work, tasks, dict(spec.get("cuts", {})))
+    plain = plain_processes(store, sorted(set(args.workers)), args.repeats, work, spec, tasks)
     profile = stage_profile(store, spec, weights, min(args.profile_rows, args.n))
     flops = network_flops(weights)
 

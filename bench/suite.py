@@ -90,6 +90,11 @@ BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (
         "small": ("--library-size", "100", "--n", "200"), "medium": ("--library-size", "500", "--n", "1000"),
         "full": ("--library-size", "2000", "--n", "5000")}, default=False,
         about="simulator: library build time, release throughput, mock spectra plot"),
+    Benchmark("redesign", "redesign.py", {
+        "small": ("--n", "1024", "--chunk-rows", "256", "--repeats", "3"),
+        "medium": ("--n", "4096", "--chunk-rows", "1024", "--repeats", "5"),
+        "full": ("--n", "8192", "--chunk-rows", "1024", "--repeats", "5")}, default=False,
+        about="ingest and run-catalog inference, the code before the Task redesign (git worktree) against now"),
     Benchmark("projection", "projection.py", {s: ("--results", "{out}") for s in SCALES},
               about="wall time of LAMOST DR10 LRS and MaNGA DR17 on M cores / N GPUs, from the measured rates"),
 )}
