@@ -185,7 +185,8 @@ def write_catalog_part(store: str, start: int, stop: int, rows: pd.DataFrame, ch
 
     t0 = time.perf_counter()
     release = open_release(store)
-    frame = catalog_block(release.read_block(start, stop), rows, release.info, release.kind, tasks, cuts, chunk)
+    frame = catalog_block(release.read_block(start, stop, rows=rows), rows, release.info, release.kind, tasks, cuts,
+                          chunk)
     write_part(frame, catalog_dir, chunk, provenance)
     return {"chunk": chunk, "rows": len(frame), "seconds": time.perf_counter() - t0,
             "status": frame["status"].value_counts().to_dict()}

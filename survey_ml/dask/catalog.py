@@ -37,7 +37,8 @@ def _read_and_run(bounds: tuple[int, int, int], store: str, rows: pd.DataFrame, 
 
     chunk, start, stop = bounds
     release = open_store(store)
-    frame = catalog_block(release.read_block(start, stop), rows.iloc[start:stop], release.info, release.kind,
+    block_rows = rows.iloc[start:stop]
+    frame = catalog_block(release.read_block(start, stop, rows=block_rows), block_rows, release.info, release.kind,
                           tasks, cuts, chunk)
     frame.index = pd.RangeIndex(start, stop)
     return frame

@@ -59,10 +59,19 @@ class Release:
     def __init__(self, path: str | os.PathLike, info: Mapping[str, Any], rows: pd.DataFrame | None = None) -> None:
         self.path = Path(path)
         self.info = dict(info)
-        if rows is None:
+        self._rows = rows
+
+    @property
+    def rows(self) -> pd.DataFrame:
+        """The committed row table, read on first use (a block task that is handed its rows never reads it)."""
+        if self._rows is None:
             rows_file = self.path / self.ROWS_FILE
-            rows = pd.read_parquet(rows_file) if rows_file.exists() else empty_rows(self.ROW_COLUMNS)
-        self.rows = rows
+            self._rows = pd.read_parquet(rows_file) if rows_file.exists() else empty_rows(self.ROW_COLUMNS)
+        return self._rows
+
+    @rows.setter
+    def rows(self, rows: pd.DataFrame) -> None:
+        self._rows = rows
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, {str(self.path)!r}, {self.n_rows} rows)"
@@ -100,19 +109,26 @@ class Release:
 
         return da.from_zarr(self._array(name))[: self.n_rows]
 
-    def read_block(self, start: int, stop: int, names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    def read_block(self, start: int, stop: int, names: Sequence[str] | None = None,
+                   rows: pd.DataFrame | None = None) -> dict[str, np.ndarray]:
         """Rows ``[start, stop)`` (clipped to the committed rows) as numpy arrays: what a Dask task reads.
 
         Returns ``{name: array}`` for each of ``names`` (default :attr:`BLOCK_ARRAYS`), plus
-        what the kind adds (maps: ``pixel_scale``).
+        what the kind adds (maps: ``pixel_scale``). A task that already holds the block's rows
+        of the row table passes them as ``rows``, so the whole table is not read per task.
         """
-        stop = min(int(stop), self.n_rows)
-        start = min(max(int(start), 0), stop)
+        if rows is None:
+            stop = min(int(stop), self.n_rows)
+            start = min(max(int(start), 0), stop)
+            rows = self.rows.iloc[start:stop]
+        elif len(rows) != int(stop) - int(start):
+            raise ValueError(f"{self.path}: {len(rows)} rows handed for block [{start}, {stop})")
         out = {name: self._array(name)[start:stop] for name in (self.BLOCK_ARRAYS if names is None else names)}
-        out.update(self._block_extras(start, stop))
+        out.update(self._block_extras(rows))
         return out
 
-    def _block_extras(self, start: int, stop: int) -> dict[str, np.ndarray]:
+    def _block_extras(self, rows: pd.DataFrame) -> dict[str, np.ndarray]:
+        """Per-row values of the block that the kind adds to its arrays (``rows``: the block's rows)."""
         return {}
 
     @classmethod

@@ -122,8 +122,8 @@ class MapsRelease(CubeAccessors, Release):
         """A committed map array (n_rows, map_size, map_size) as a lazy ``dask.array``, chunks = Zarr chunks."""
         return self.array(name)
 
-    def _block_extras(self, start: int, stop: int) -> dict[str, np.ndarray]:
-        return {"pixel_scale": self.rows["pixel_scale"].to_numpy(np.float64)[start:stop]}
+    def _block_extras(self, rows: pd.DataFrame) -> dict[str, np.ndarray]:
+        return {"pixel_scale": rows["pixel_scale"].to_numpy(np.float64)}
 
     def galaxy(self, row: int) -> IFUMaps:
         """One galaxy's maps cut back to its own (ny, nx), with its table row as ``meta``."""
