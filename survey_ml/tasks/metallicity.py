@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .base import Batch, Block, Column, Task
-from .spectra_inputs import coverage_of, model_inputs_of, reject_low_coverage
+from .spectra_inputs import coverage_of, forward_model_grid, model_grid_batch, model_inputs_of
 
 __all__ = ["Metallicity"]
 
@@ -48,18 +48,10 @@ class Metallicity(Task):
         return train_task(recipe, out=out, client=client, cache_dir=cache_dir, progress=progress)
 
     def prepare(self, block: Block, rows: np.ndarray) -> Batch:
-        x = model_inputs_of(block)
-        keep, position = reject_low_coverage(block, rows, self.options.min_coverage)
-        return Batch(keep, {"x": x[position]})
+        return model_grid_batch(block, rows, self.options.min_coverage)
 
     def predict(self, model, batch: Batch) -> dict[str, np.ndarray]:
-        from ..infer import batch_size_for, forward_batches
-
-        network, info = model
-        device = next(network.parameters()).device
-        size = batch_size_for(device, self.options.batch_size, self.options.gpu_batch_size)
-        x = np.ascontiguousarray(batch.inputs["x"][:, : info["config"]["in_channels"]])
-        pred = forward_batches(network, x, size)
+        pred = forward_model_grid(model, batch, self.options)
         out = {"oh12": pred[:, 0]}
         if pred.shape[1] > 1:
             out["oh12_err"] = pred[:, 1]

@@ -14,24 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from .base import Batch, Block, Column, Task
-from .spectra_inputs import model_inputs_of, reject_low_coverage
+from .spectra_inputs import forward_model_grid, model_grid_batch
 
-__all__ = ["StarFormingClass", "starforming_probability"]
-
-
-def starforming_probability(logits: np.ndarray) -> np.ndarray:
-    """P(star-forming) from the classifier's two sigmoid outputs (star-forming, not).
-
-    The published classifier has two independent sigmoid outputs; their normalised
-    ratio ``s0 / (s0 + s1)`` is the probability used for the confidence >= 0.85 rule.
-
-    Examples
-    --------
-    >>> [round(float(p), 3) for p in starforming_probability(np.array([[4.0, -4.0], [0.0, 0.0]]))]
-    [0.982, 0.5]
-    """
-    s = 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
-    return (s[:, 0] / (s[:, 0] + s[:, 1])).astype(np.float32)
+__all__ = ["StarFormingClass"]
 
 
 @dataclass(frozen=True)
@@ -64,17 +49,12 @@ class StarFormingClass(Task):
         return train_task(recipe, out=out, client=client, cache_dir=cache_dir, progress=progress)
 
     def prepare(self, block: Block, rows: np.ndarray) -> Batch:
-        x = model_inputs_of(block)
-        keep, position = reject_low_coverage(block, rows, self.options.min_coverage)
-        return Batch(keep, {"x": x[position]})
+        return model_grid_batch(block, rows, self.options.min_coverage)
 
     def predict(self, model, batch: Batch) -> dict[str, np.ndarray]:
-        from ..infer import batch_size_for, forward_batches
+        from ..infer import starforming_probability
 
-        network, info = model
-        size = batch_size_for(next(network.parameters()).device, self.options.batch_size, self.options.gpu_batch_size)
-        x = np.ascontiguousarray(batch.inputs["x"][:, : info["config"]["in_channels"]])
-        return {"p_starforming": starforming_probability(forward_batches(network, x, size))}
+        return {"p_starforming": starforming_probability(forward_model_grid(model, batch, self.options))}
 
     def finish(self, block: Block, values: dict[str, np.ndarray]) -> None:
         values["sf_flag"] = np.nan_to_num(values["p_starforming"], nan=0.0) >= self.options.confidence

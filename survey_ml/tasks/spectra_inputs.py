@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Block
+from .base import Batch, Block
 
-__all__ = ["model_inputs_of", "coverage_of", "reject_low_coverage", "spectra_wavelength"]
+__all__ = ["model_inputs_of", "coverage_of", "reject_low_coverage", "model_grid_batch", "forward_model_grid",
+           "spectra_wavelength"]
 
 
 def spectra_wavelength(block: Block) -> np.ndarray:
@@ -55,3 +56,23 @@ def reject_low_coverage(block: Block, rows: np.ndarray, min_coverage: float) -> 
     block.reject(rows[~enough], "low_coverage",
                  [f"only {c:.0%} of 3800-8000 A has good pixels (< {min_coverage:.0%})" for c in cov[~enough]])
     return rows[enough], position[enough]
+
+
+def model_grid_batch(block: Block, rows: np.ndarray, min_coverage: float) -> Batch:
+    """The batch of a model-grid network: the shared inputs of ``rows`` with enough coverage."""
+    x = model_inputs_of(block)
+    keep, position = reject_low_coverage(block, rows, min_coverage)
+    return Batch(keep, {"x": x[position]})
+
+
+def forward_model_grid(model, batch: Batch, options) -> np.ndarray:
+    """A model-grid network on a batch, in ``options.batch_size`` (CPU) or ``gpu_batch_size`` (GPU) passes.
+
+    Uses as many input channels as the network was built with (the published architecture: 1).
+    """
+    from ..infer import batch_size_for, forward_batches
+
+    network, info = model
+    size = batch_size_for(next(network.parameters()).device, options.batch_size, options.gpu_batch_size)
+    x = np.ascontiguousarray(batch.inputs["x"][:, : info["config"]["in_channels"]])
+    return forward_batches(network, x, size)
