@@ -31,7 +31,8 @@ from .models.spectral_cnn import SpectralCNN
 from .preprocess.spectra import model_inputs
 
 __all__ = ["weights_sha256", "save_weights", "load_model", "predict_spectra", "forward_batches", "batch_size_for",
-           "starforming_probability", "cached_models", "shipped_weights", "WEIGHTS_DIR"]
+           "starforming_probability", "cached_models", "shipped_weights", "default_device", "worker_threads",
+           "WEIGHTS_DIR"]
 
 ARCHITECTURES = {"SpectralCNN": SpectralCNN, "RedshiftPDFNet": RedshiftPDFNet,
                  "PublishedRedshiftCNN": PublishedRedshiftCNN, "KinematicModel": KinematicModel}
@@ -172,7 +173,8 @@ def cached_models() -> list[tuple[str, str]]:
     return list(_CACHE)
 
 
-def _threads_for_this_worker() -> int:
+def worker_threads() -> int:
+    """torch intra-op threads for a task: the Dask worker's thread count, else every core."""
     try:
         from distributed import get_worker
 
@@ -213,7 +215,7 @@ def predict_spectra(flux: np.ndarray, ivar: np.ndarray, mask: np.ndarray, wavele
     n_out = info["config"]["n_out"] * (2 if info["config"]["heteroscedastic"] else 1)
     if len(flux) == 0:
         return np.empty((0, n_out), dtype=np.float32)
-    torch.set_num_threads(threads or _threads_for_this_worker())
+    torch.set_num_threads(threads or worker_threads())
     x = model_inputs(flux, ivar, mask, wavelength, info["config"]["in_channels"])
     return forward_batches(model, x, batch_size)
 

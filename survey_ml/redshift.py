@@ -140,11 +140,11 @@ def predict_redshifts(flux: np.ndarray, ivar: np.ndarray, mask: np.ndarray, wave
     pandas.DataFrame
         :data:`REDSHIFT_COLUMNS`, one row per input row.
     """
-    from .infer import _threads_for_this_worker, load_model
+    from .infer import load_model, worker_threads
 
     model, info = load_model(weights, device)
     if len(flux):
-        torch.set_num_threads(threads or _threads_for_this_worker())
+        torch.set_num_threads(threads or worker_threads())
     return redshifts_from_model(model, info, flux, ivar, mask, wavelength, refine=refine, batch_size=batch_size,
                                 n_candidates=n_candidates, min_probability=min_probability,
                                 refine_options=refine_options)

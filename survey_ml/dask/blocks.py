@@ -21,10 +21,11 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from ..tasks.base import USABLE_STATUSES, Block, Column, Task
+from ..infer import default_device, worker_threads
+from ..quality import USABLE_STATUSES
+from ..tasks.base import Block, Column, Task
 
-__all__ = ["catalog_block", "catalog_columns", "write_catalog_part", "HEAD_COLUMNS", "TAIL_COLUMNS", "worker_device",
-           "worker_threads"]
+__all__ = ["catalog_block", "catalog_columns", "write_catalog_part", "HEAD_COLUMNS", "TAIL_COLUMNS"]
 
 #: Columns every catalog of an input kind starts with: (column, row-table source).
 HEAD_COLUMNS: dict[str, tuple[tuple[Column, str], ...]] = {
@@ -49,8 +50,8 @@ HEAD_COLUMNS: dict[str, tuple[tuple[Column, str], ...]] = {
 }
 TAIL_COLUMNS = (Column("status", "string", "", "ok / masked_values (predicted), or why a row was not"),
                 Column("message", "string", "", "what went wrong, naming the file, when status says so"))
-_CUTS = (("cut_z", "z", "z_", "catalogue z outside [{z_min}, {z_max}]"),
-         ("cut_snr", "snrr", "snr", "S/N_r below {snr_r_min}"))
+#: Status and message of a usable row outside the release ``[cuts]``, in the order they are tested.
+_CUT_MESSAGES = {"cut_z": "catalogue z outside [{z_min}, {z_max}]", "cut_snr": "S/N_r below {snr_r_min}"}
 
 
 def catalog_columns(kind: str, tasks: Sequence[Task]) -> list[Column]:
@@ -103,27 +104,8 @@ def _apply_cuts(block: Block, cuts: dict[str, float]) -> None:
     inside = {"cut_z": select_rows(z, np.zeros(n), {k: v for k, v in cuts.items() if k.startswith("z_")}),
               "cut_snr": select_rows(np.zeros(n), snr, {k: v for k, v in cuts.items() if k.startswith("snr")})}
     values = {"z_min": None, "z_max": None, "snr_r_min": None, **cuts}
-    for reason, _, _, text in _CUTS:
+    for reason, text in _CUT_MESSAGES.items():
         block.reject(np.flatnonzero(~inside[reason]), reason, text.format(**values))
-
-
-def worker_device() -> str:
-    """This process's device: ``cuda`` on a worker that sees a GPU (dask-cuda), else ``cpu``."""
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def worker_threads() -> int:
-    """torch intra-op threads for a task: the Dask worker's thread count, else every core."""
-    import os
-
-    try:
-        from distributed import get_worker
-
-        return max(1, get_worker().state.nthreads)
-    except (ImportError, ValueError):
-        return max(1, os.cpu_count() or 1)
 
 
 def catalog_block(arrays: dict[str, np.ndarray], rows: pd.DataFrame, info: dict[str, Any], kind: str,
@@ -158,7 +140,7 @@ def catalog_block(arrays: dict[str, np.ndarray], rows: pd.DataFrame, info: dict[
     import torch
 
     columns = catalog_columns(kind, tasks)
-    device = device or worker_device()
+    device = device or str(default_device())
     threads = threads or worker_threads()
     torch.set_num_threads(threads)
     n = len(rows)

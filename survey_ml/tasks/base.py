@@ -40,14 +40,11 @@ from typing import Any, Callable, ClassVar
 import numpy as np
 import pandas as pd
 
+from ..quality import USABLE_STATUSES
 from ..spec import SpecError
 
 __all__ = ["Column", "Block", "Batch", "Task", "NoOptions", "SpecError", "USABLE_STATUSES", "column_meta",
            "options_from_table"]
-
-#: Ingest statuses whose rows hold data (``masked_values``: some pixels bridged).
-USABLE_STATUSES = frozenset({"ok", "masked_values"})
-
 
 @dataclass(frozen=True)
 class Column:

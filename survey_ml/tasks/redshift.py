@@ -13,7 +13,6 @@ import numpy as np
 
 from ..redshift import FLAGS
 from .base import Batch, Block, Column, Task
-from .spectra_inputs import spectra_wavelength
 
 __all__ = ["Redshift"]
 
@@ -58,7 +57,7 @@ class Redshift(Task):
     def prepare(self, block: Block, rows: np.ndarray) -> Batch:
         a = block.arrays
         return Batch(rows, {"flux": a["flux"][rows], "ivar": a["ivar"][rows], "mask": a["mask"][rows],
-                            "wavelength": spectra_wavelength(block)})
+                            "wavelength": block.wavelength()})
 
     def predict(self, model, batch: Batch) -> dict[str, np.ndarray]:
         from ..infer import batch_size_for

@@ -13,27 +13,23 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .base import Batch, Block, Column, Task
-from .spectra_inputs import forward_model_grid, model_grid_batch
+from .base import Batch, Block, Column
+from .spectra_inputs import ModelGridOptions, ModelGridTask
 
 __all__ = ["StarFormingClass"]
 
 
 @dataclass(frozen=True)
-class StarFormingOptions:
-    """``[tasks.sfclass]``: the flag threshold, the coverage threshold and batch sizes."""
+class StarFormingOptions(ModelGridOptions):
+    """``[tasks.sfclass]``: the flag threshold, and the model-grid network's coverage threshold and batch sizes."""
 
     confidence: float = 0.85       #: sf_flag = p_starforming >= confidence (published: 0.85)
-    min_coverage: float = 0.5      #: least share of good pixels on 3800-8000 A to classify
-    batch_size: int = 512
-    gpu_batch_size: int = 8192
 
 
-class StarFormingClass(Task):
+class StarFormingClass(ModelGridTask):
     """``p_starforming`` and ``sf_flag`` for every selected spectrum with enough coverage."""
 
     name = "sfclass"
-    input_kind = "spectra"
     Options = StarFormingOptions
     default_weights = "sfclass.pt"
     columns = (
@@ -41,20 +37,10 @@ class StarFormingClass(Task):
         Column("sf_flag", "bool", "", "p_starforming >= confidence (0.85, the published rule)"),
     )
 
-    @classmethod
-    def train(cls, recipe, *, out=None, client=None, cache_dir=None, progress=True) -> dict:
-        """The shipped network's recipe (training set from the bagpipes library, :func:`survey_ml.train.train_task`)."""
-        from ..train import train_task
-
-        return train_task(recipe, out=out, client=client, cache_dir=cache_dir, progress=progress)
-
-    def prepare(self, block: Block, rows: np.ndarray) -> Batch:
-        return model_grid_batch(block, rows, self.options.min_coverage)
-
     def predict(self, model, batch: Batch) -> dict[str, np.ndarray]:
         from ..infer import starforming_probability
 
-        return {"p_starforming": starforming_probability(forward_model_grid(model, batch, self.options))}
+        return {"p_starforming": starforming_probability(self.forward(model, batch))}
 
     def finish(self, block: Block, values: dict[str, np.ndarray]) -> None:
         values["sf_flag"] = np.nan_to_num(values["p_starforming"], nan=0.0) >= self.options.confidence

@@ -1,23 +1,20 @@
-"""What the spectral networks share on a block: the model-grid inputs, computed once per block.
+"""What the model-grid networks share: their inputs (computed once per block), options, batches and training.
 
 The metallicity CNN and the star-forming classifier read the same 2-channel inputs
 (min-max normalised flux on 3800-8000 A, and the good-pixel coverage) of the same rows, so
 the first of them to run on a block computes them and the other reuses them
-(:meth:`survey_ml.tasks.base.Block.shared`).
+(:meth:`survey_ml.tasks.base.Block.shared`). Both are :class:`ModelGridTask` subclasses.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from .base import Batch, Block
+from .base import Batch, Block, Task
 
-__all__ = ["model_inputs_of", "coverage_of", "reject_low_coverage", "model_grid_batch", "forward_model_grid",
-           "spectra_wavelength"]
-
-
-def spectra_wavelength(block: Block) -> np.ndarray:
-    """The store's wavelength grid (A, vacuum) of a spectra block."""
-    return block.wavelength()
+__all__ = ["model_inputs_of", "coverage_of", "selected_coverage", "reject_low_coverage", "ModelGridOptions",
+           "ModelGridTask"]
 
 
 def model_inputs_of(block: Block) -> np.ndarray:
@@ -27,7 +24,7 @@ def model_inputs_of(block: Block) -> np.ndarray:
     def compute() -> np.ndarray:
         rows = block.selected
         a = block.arrays
-        return model_inputs(a["flux"][rows], a["ivar"][rows], a["mask"][rows], spectra_wavelength(block),
+        return model_inputs(a["flux"][rows], a["ivar"][rows], a["mask"][rows], block.wavelength(),
                             in_channels=2)
 
     return block.shared("model_inputs", compute)
@@ -44,35 +41,59 @@ def coverage_of(x: np.ndarray) -> np.ndarray:
     return x[:, 1].mean(axis=1).astype(np.float32)
 
 
+def selected_coverage(block: Block) -> np.ndarray:
+    """:func:`coverage_of` the block's selected rows (cached per block)."""
+    return block.shared("coverage", lambda: coverage_of(model_inputs_of(block)))
+
+
 def reject_low_coverage(block: Block, rows: np.ndarray, min_coverage: float) -> tuple[np.ndarray, np.ndarray]:
     """The selected ``rows`` with enough coverage, and their positions in the shared inputs.
 
     Rows below ``min_coverage`` get status ``low_coverage`` and a message with their share.
     """
-    x = model_inputs_of(block)
     position = np.searchsorted(block.selected, rows)
-    cov = coverage_of(x)[position]
+    cov = selected_coverage(block)[position]
     enough = cov >= min_coverage
     block.reject(rows[~enough], "low_coverage",
                  [f"only {c:.0%} of 3800-8000 A has good pixels (< {min_coverage:.0%})" for c in cov[~enough]])
     return rows[enough], position[enough]
 
 
-def model_grid_batch(block: Block, rows: np.ndarray, min_coverage: float) -> Batch:
-    """The batch of a model-grid network: the shared inputs of ``rows`` with enough coverage."""
-    x = model_inputs_of(block)
-    keep, position = reject_low_coverage(block, rows, min_coverage)
-    return Batch(keep, {"x": x[position]})
+@dataclass(frozen=True)
+class ModelGridOptions:
+    """What every model-grid network takes from its ``[tasks.<name>]`` table."""
+
+    min_coverage: float = 0.5      #: least share of good pixels on 3800-8000 A to predict
+    batch_size: int = 512          #: spectra per forward pass on a CPU worker
+    gpu_batch_size: int = 8192     #: spectra per forward pass on a GPU worker (bounds GPU memory)
 
 
-def forward_model_grid(model, batch: Batch, options) -> np.ndarray:
-    """A model-grid network on a batch, in ``options.batch_size`` (CPU) or ``gpu_batch_size`` (GPU) passes.
+class ModelGridTask(Task):
+    """A network on the shared model-grid inputs (:class:`~survey_ml.models.spectral_cnn.SpectralCNN`).
 
-    Uses as many input channels as the network was built with (the published architecture: 1).
+    Rows inside the release cuts with less than ``min_coverage`` good pixels are rejected as
+    ``low_coverage``; :meth:`forward` runs the network in the device's batch size.
     """
-    from ..infer import batch_size_for, forward_batches
 
-    network, info = model
-    size = batch_size_for(next(network.parameters()).device, options.batch_size, options.gpu_batch_size)
-    x = np.ascontiguousarray(batch.inputs["x"][:, : info["config"]["in_channels"]])
-    return forward_batches(network, x, size)
+    input_kind = "spectra"
+    Options = ModelGridOptions
+
+    @classmethod
+    def train(cls, recipe, *, out=None, client=None, cache_dir=None, progress=True) -> dict:
+        """The shipped network's recipe (training set from the bagpipes library, :func:`survey_ml.train.train_task`)."""
+        from ..train import train_task
+
+        return train_task(recipe, out=out, client=client, cache_dir=cache_dir, progress=progress)
+
+    def prepare(self, block: Block, rows: np.ndarray) -> Batch:
+        keep, position = reject_low_coverage(block, rows, self.options.min_coverage)
+        return Batch(keep, {"x": model_inputs_of(block)[position]})
+
+    def forward(self, model, batch: Batch) -> np.ndarray:
+        """The network on a batch; as many input channels as it was built with (the published one: 1)."""
+        from ..infer import batch_size_for, forward_batches
+
+        network, info = model
+        size = batch_size_for(next(network.parameters()).device, self.options.batch_size, self.options.gpu_batch_size)
+        x = np.ascontiguousarray(batch.inputs["x"][:, : info["config"]["in_channels"]])
+        return forward_batches(network, x, size)

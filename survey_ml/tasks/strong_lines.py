@@ -14,7 +14,6 @@ import numpy as np
 
 from ..core.strong_lines import BASELINE_COLUMNS, strong_line_metallicity
 from .base import Batch, Block, Column, Task
-from .spectra_inputs import spectra_wavelength
 
 __all__ = ["StrongLines"]
 
@@ -54,7 +53,7 @@ class StrongLines(Task):
 
     def prepare(self, block: Block, rows: np.ndarray) -> Batch:
         a = block.arrays
-        return Batch(rows, {"wavelength": spectra_wavelength(block), "flux": a["flux"][rows], "ivar": a["ivar"][rows],
+        return Batch(rows, {"wavelength": block.wavelength(), "flux": a["flux"][rows], "ivar": a["ivar"][rows],
                             "mask": a["mask"][rows], "z": block.rows["z"].to_numpy(float)[rows]})
 
     def predict(self, model, batch: Batch) -> dict[str, np.ndarray]:
