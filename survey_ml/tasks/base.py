@@ -82,10 +82,9 @@ class Column:
         """The value of a row this column has no prediction for."""
         if self.fill is not None:
             return self.fill
-        kind = np.dtype("float64" if self.dtype == "string" else self.dtype).kind
         if self.dtype == "string":
             return ""
-        return {"f": float("nan"), "b": False}.get(kind, 0)
+        return {"f": float("nan"), "b": False}.get(np.dtype(self.dtype).kind, 0)
 
     def empty(self, n: int) -> np.ndarray:
         """``n`` rows of :meth:`missing` in this column's dtype (object for strings)."""
