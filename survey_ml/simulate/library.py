@@ -62,7 +62,7 @@ from .priors import DEFAULT_FRACTIONS, PARAMETER_COLUMNS
 __all__ = ["LibraryConfig", "Library", "build_library", "open_library", "library_paths",
            "default_cache_dir", "release_model", "agn_narrow_lines", "classify_bpt", "kauffmann03", "kewley01",
            "calzetti_a_lambda", "vacuum_to_air", "halpha_ew", "TRUTH_COLUMNS", "LINE_COLUMNS",
-           "FLUX_SCALE", "LIBRARY_VERSION", "MAX_ATTEMPTS", "CACHE_ENV"]
+           "FLUX_SCALE", "LIBRARY_VERSION", "truth_columns", "MAX_ATTEMPTS", "CACHE_ENV"]
 
 #: Bumped whenever the recipe changes (with priors.PRIORS_VERSION part of the digest).
 LIBRARY_VERSION = 1
@@ -103,8 +103,13 @@ _RESULT_COLUMNS: dict[str, str] = {
     "ha_host": "float64", "ha_agn": "float64", "ha_ew": "float64", "log_nii_ha": "float64",
     "log_oiii_hb": "float64", "bpt_class": "string", "starforming": "bool", "seconds": "float32",
 }
-#: Every truth-table column, with dtypes.
+#: Every truth-table column, with dtypes (a ``broad`` library adds :data:`priors.BROAD_COLUMNS`).
 TRUTH_COLUMNS: dict[str, str] = {**PARAMETER_COLUMNS, **_RESULT_COLUMNS}
+
+
+def truth_columns(prior_set: str = "survey") -> dict[str, str]:
+    """Truth-table columns (with dtypes) of a library drawn from ``prior_set``."""
+    return {**priors.parameter_columns(prior_set), **_RESULT_COLUMNS}
 
 
 # --------------------------------------------------------------------------- configuration
@@ -129,6 +134,11 @@ class LibraryConfig:
     block_size : int
         Spectra per Dask task and per Zarr chunk. It only sets the work split, not the
         content, so it is not part of :meth:`digest`.
+    priors : str
+        The prior set the galaxies are drawn from (:data:`priors.PRIOR_SETS`): ``survey``
+        (scaling relations of SDSS galaxies) or ``broad`` (domain randomisation: several
+        SFH families, the Salim dust law, logU independent of metallicity; for training
+        networks that must hold on data from other priors).
     """
 
     n: int
@@ -139,8 +149,11 @@ class LibraryConfig:
     r_spec: float = 3600.0
     fractions: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_FRACTIONS))
     block_size: int = 100
+    priors: str = "survey"
 
     def __post_init__(self) -> None:
+        if self.priors not in priors.PRIOR_SETS:
+            raise ValueError(f"unknown prior set {self.priors!r}; expected one of {priors.PRIOR_SETS}")
         self.n, self.seed, self.block_size = int(self.n), int(self.seed), int(self.block_size)
         self.wave_min, self.wave_max = float(self.wave_min), float(self.wave_max)
         self.wave_step, self.r_spec = float(self.wave_step), float(self.r_spec)
@@ -182,6 +195,8 @@ class LibraryConfig:
         False
         """
         content = {k: v for k, v in self.to_dict().items() if k != "block_size"}
+        if content["priors"] == "survey":
+            del content["priors"]  # libraries drawn before prior sets existed keep their digest
         content["fractions"] = {p: round(f, 12) for p, f in sorted(content["fractions"].items())}
         content.update(library_version=LIBRARY_VERSION, priors_version=priors.PRIORS_VERSION,
                        bagpipes=_bagpipes_version())
@@ -344,8 +359,49 @@ def _import_bagpipes():
     return bagpipes
 
 
+#: Placeholders of the SFH components a ``broad`` galaxy does not use (1e-15 of the mass).
+_IDLE_SFH = {"delayed": {"age": 1.0, "tau": 1.0}, "exponential": {"age": 1.0, "tau": 1.0},
+             "constant": {"age_max": 1.0, "age_min": 0.0}, "lognormal": {"tmax": 5.0, "fwhm": 5.0},
+             "dblplaw": {"tau": 5.0, "alpha": 2.0, "beta": 2.0}}
+
+
+def _broad_sfh(params: dict) -> dict:
+    """The family's parameters in bagpipes' names (see :func:`priors._broad_young_sfh`)."""
+    family, age, tau = str(params["sfh"]), float(params["age_gyr"]), float(params["tau_gyr"])
+    if family in ("delayed", "exponential"):
+        return {"age": age, "tau": tau}
+    if family == "constant":
+        return {"age_max": age, "age_min": 0.0}
+    if family == "lognormal":
+        return {"tmax": age, "fwhm": tau}
+    return {"tau": tau, "alpha": float(params["sfh_alpha"]), "beta": float(params["sfh_beta"])}
+
+
+def _broad_components(params: dict) -> dict:
+    """bagpipes components of a ``broad`` galaxy: every SFH family present, all but one idle,
+    stars at ``stellar_metallicity``, the nebula at ``metallicity``, Salim dust."""
+    burst_frac = float(params["burst_frac"])
+    z_gas, z_star = float(params["metallicity"]), float(params["stellar_metallicity"])
+    main = str(params["sfh"])
+    components = {}
+    for family, idle in _IDLE_SFH.items():
+        live = family == main
+        components[family] = {**(_broad_sfh(params) if live else idle), "metallicity": z_star,
+                              "massformed": float(np.log10(1.0 - burst_frac)) if live else -15.0}
+    burst_age = float(params["burst_age_gyr"]) if burst_frac > 0 else 0.5
+    components["burst"] = {"age": burst_age, "metallicity": z_star,
+                           "massformed": float(np.log10(burst_frac)) if burst_frac > 0 else -15.0}
+    components["dust"] = {"type": "Salim", "Av": float(params["av"]), "eta": float(params["dust_eta"]),
+                          "delta": float(params["dust_delta"]), "B": float(params["dust_bump"])}
+    components["nebular"] = {"logU": float(params["logu"]), "metallicity": z_gas}
+    components.update(veldisp=float(params["veldisp_kms"]), t_bc=0.01, redshift=0.0)
+    return components
+
+
 def _components(params: dict) -> dict:
     """bagpipes model components for one galaxy, normalised to 1 Msun formed in all."""
+    if "sfh" in params and isinstance(params["sfh"], str):
+        return _broad_components(params)
     burst_frac = float(params["burst_frac"])
     z = float(params["metallicity"])
     burst_age = float(params["burst_age_gyr"]) if burst_frac > 0 else 0.5
@@ -362,6 +418,8 @@ def _components(params: dict) -> dict:
 
 _SETUP_PARAMS = {"burst_frac": 0.0, "burst_age_gyr": np.nan, "metallicity": 1.0, "age_gyr": 5.0,
                  "tau_gyr": 2.0, "av": 0.5, "dust_eta": 2.0, "logu": -3.0, "veldisp_kms": 100.0}
+_BROAD_SETUP_PARAMS = {**_SETUP_PARAMS, "sfh": "delayed", "sfh_alpha": np.nan, "sfh_beta": np.nan,
+                       "stellar_metallicity": 1.0, "dust_delta": 0.0, "dust_bump": 0.0}
 
 
 def _model_grid(config: LibraryConfig) -> tuple[np.ndarray, slice]:
@@ -375,7 +433,7 @@ def _galaxy_model(config: LibraryConfig):
     """This process's bagpipes model for ``config``'s grid: built once (~1 s, ~700 MB), then reused."""
     bagpipes = _import_bagpipes()
     bagpipes.config.R_spec = config.r_spec  # read at construction and by every update (veldisp)
-    key = (config.wave_min, config.wave_max, config.wave_step, config.r_spec)
+    key = (config.wave_min, config.wave_max, config.wave_step, config.r_spec, config.priors)
     if _MODEL.get("key") != key:
         _MODEL.clear()  # never two models in one process
         max_z = bagpipes.config.max_redshift
@@ -384,7 +442,8 @@ def _galaxy_model(config: LibraryConfig):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 spec_wavs, _ = _model_grid(config)
-                model = bagpipes.model_galaxy(_components(_SETUP_PARAMS), spec_wavs=spec_wavs)
+                setup = _BROAD_SETUP_PARAMS if config.priors == "broad" else _SETUP_PARAMS
+                model = bagpipes.model_galaxy(_components(setup), spec_wavs=spec_wavs)
         finally:
             bagpipes.config.max_redshift = max_z
         _MODEL.update(key=key, model=model)
@@ -442,19 +501,20 @@ def _synthesize(model, params: dict, wave: np.ndarray, crop: slice) -> tuple[np.
 
 
 def _failed_truth(message: str) -> dict:
-    truth = {c: np.nan for c, t in _RESULT_COLUMNS.items() if t == "float64"}
+    truth: dict = {c: np.nan for c, t in _RESULT_COLUMNS.items() if t == "float64"}
     truth.update(ok=False, message=message, bpt_class="failed", starforming=False)
     return truth
 
 
-def _one_galaxy(model, params: dict, seed: int, wave: np.ndarray, crop: slice) -> tuple[np.ndarray, dict]:
+def _one_galaxy(model, params: dict, seed: int, wave: np.ndarray, crop: slice,
+                prior_set: str = "survey") -> tuple[np.ndarray, dict]:
     """Spectrum and truth row of one galaxy, redrawing its parameters if bagpipes fails."""
     row, population = int(params["row"]), str(params["population"])
     errors = []
     for attempt in range(MAX_ATTEMPTS):
         if attempt:
             params = {"row": row, "attempt": attempt,
-                      **priors.draw_parameters(population, priors.row_rng(seed, row, attempt))}
+                      **priors.draw_galaxy(population, priors.row_rng(seed, row, attempt), prior_set)}
         try:
             flux, truth = _synthesize(model, params, wave, crop)
             message = f"redrawn after: {'; '.join(errors)}" if errors else ""
@@ -475,15 +535,16 @@ def _build_block(records: list[dict], first_row: int, zarr_path: str, config: di
         model = _galaxy_model(cfg)
         for i, params in enumerate(records):
             start = time.perf_counter()
-            flux, truth = _one_galaxy(model, params, cfg.seed, wave, crop)
+            flux, truth = _one_galaxy(model, params, cfg.seed, wave, crop, cfg.priors)
             block[i] = flux / FLUX_SCALE
             rows.append({**truth, "seconds": time.perf_counter() - start})
     zarr.open_array(f"{zarr_path}/flux", mode="r+")[first_row: first_row + len(records)] = block
-    return _typed_truth(pd.DataFrame.from_records(rows, columns=list(TRUTH_COLUMNS)))
+    columns = truth_columns(cfg.priors)
+    return _typed_truth(pd.DataFrame.from_records(rows, columns=list(columns)), columns)
 
 
-def _typed_truth(df: pd.DataFrame) -> pd.DataFrame:
-    for col, dtype in TRUTH_COLUMNS.items():
+def _typed_truth(df: pd.DataFrame, columns: dict[str, str]) -> pd.DataFrame:
+    for col, dtype in columns.items():
         df[col] = df[col].astype(dtype)
     return df
 
@@ -665,7 +726,7 @@ def build_library(config: LibraryConfig, cache_dir: str | os.PathLike | None = N
     _import_bagpipes()
     zarr_path.parent.mkdir(parents=True, exist_ok=True)
     parquet.unlink(missing_ok=True)  # a stale record must not vouch for the arrays rewritten below
-    params = priors.draw_library_parameters(config.n, config.seed, config.fractions)
+    params = priors.draw_library_parameters(config.n, config.seed, config.fractions, config.priors)
     _create_zarr(zarr_path, config)
     records = params.to_dict("records")
     blocks = [(records[a: a + config.block_size], a, str(zarr_path), config.to_dict())

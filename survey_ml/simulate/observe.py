@@ -84,6 +84,16 @@ class LamostInstrument:
         residual spikes at [OI] 5577 and in the OH bands of real LAMOST spectra).
     bad_clusters_per_spectrum : float
         Poisson mean of dead-pixel clusters (1-8 pixels each).
+    resolution_range : (float, float) or None
+        If set, every spectrum draws its own R uniformly from this range (fibre-to-fibre
+        and night-to-night focus changes) instead of using ``resolution``.
+    sky_to_object_range : (float, float) or None
+        If set, every spectrum draws its sky-to-object ratio log-uniformly from this range
+        (faint and bright targets, dark and bright nights).
+
+    :meth:`randomised` is the domain-randomised instrument used for training: every
+    effect above wider than the nominal LAMOST one, so a network does not learn one
+    instrument's exact signature.
     """
 
     resolution: float = 1800.0
@@ -95,6 +105,21 @@ class LamostInstrument:
     sky_to_object: float = 1.0
     sky_residual_rms: float = 0.03
     bad_clusters_per_spectrum: float = 1.0
+    resolution_range: tuple[float, float] | None = None
+    sky_to_object_range: tuple[float, float] | None = None
+
+    @classmethod
+    def randomised(cls) -> "LamostInstrument":
+        """The training instrument: R 1400-2300, 5% calibration terms and arm jumps, sky
+        residuals of 10% of the sky lines, sky/object 0.3-3 and twice the dead pixels.
+
+        Examples
+        --------
+        >>> LamostInstrument.randomised().resolution_range
+        (1400.0, 2300.0)
+        """
+        return cls(calibration_rms=0.05, arm_jump_rms=0.05, sky_residual_rms=0.10, bad_clusters_per_spectrum=2.0,
+                   resolution_range=(1400.0, 2300.0), sky_to_object_range=(0.3, 3.0))
 
     @property
     def wavelength(self) -> np.ndarray:
@@ -222,11 +247,17 @@ def observe_lamost(rest_wave: np.ndarray, rest_luminosity: np.ndarray, z: float,
     if rest_wave[0] > lo or rest_wave[-1] < hi:
         raise ValueError(f"rest-frame spectrum {rest_wave[0]:.0f}-{rest_wave[-1]:.0f} A does not cover "
                          f"{lo:.0f}-{hi:.0f} A needed at z = {z}")
+    # 0. per-spectrum instrument state (only when the instrument is randomised)
+    resolution, sky_to_object = instrument.resolution, instrument.sky_to_object
+    if instrument.resolution_range is not None:
+        resolution = float(rng.uniform(*instrument.resolution_range))
+    if instrument.sky_to_object_range is not None:
+        sky_to_object = float(np.exp(rng.uniform(*np.log(instrument.sky_to_object_range))))
     # 1-2. fine log grid (5 km/s), LSF of constant R, then to the observed frame
     dlog = 5.0 / C_KMS / np.log(10.0)
     fine = _fine_log_grid(float(lo * 0.995), float(hi * 1.005), dlog)
     lum = np.interp(fine, rest_wave, rest_luminosity)
-    sigma_pix = (C_KMS / instrument.resolution * FWHM_TO_SIGMA) / 5.0
+    sigma_pix = (C_KMS / resolution * FWHM_TO_SIGMA) / 5.0
     lum = gaussian_filter1d(lum, sigma_pix, mode="nearest")
     d_l = _luminosity_distance_cm(z)
     flux_fine = lum / (4.0 * np.pi * d_l**2 * (1.0 + z)) * 1e17
@@ -243,7 +274,7 @@ def observe_lamost(rest_wave: np.ndarray, rest_luminosity: np.ndarray, z: float,
     r_band = (wave >= BANDS["r"][0]) & (wave < BANDS["r"][1])
     object_r = float(np.median(np.abs(flux[r_band])))
     sky = sky_spectrum(wave, instrument.resolution)
-    sky_in_flux_units = instrument.sky_to_object * object_r / np.median(sky[r_band])
+    sky_in_flux_units = sky_to_object * object_r / np.median(sky[r_band])
     shape = np.sqrt((np.abs(flux) + sky_in_flux_units * sky) / throughput(wave, instrument.dichroic))
     scale = float(np.median(np.abs(flux[r_band]) / shape[r_band])) / snr_r
     sigma = scale * shape
@@ -271,5 +302,6 @@ def observe_lamost(rest_wave: np.ndarray, rest_luminosity: np.ndarray, z: float,
                         ormask=ormask, meta=meta, format="lamost-new")
     record = {"obsid": int(obsid), "z": float(z), "snr_r_requested": float(snr_r),
               **{f"snr{b}_measured": v for b, v in snr.items()}, "calibration_terms": terms.tolist(),
-              "arm_jump": float(jump), "n_dead_pixels": n_dead, "flux_scale_1e17": 1e17 / (4 * np.pi * d_l**2 * (1 + z))}
+              "arm_jump": float(jump), "n_dead_pixels": n_dead, "resolution": resolution,
+              "sky_to_object": sky_to_object, "flux_scale_1e17": 1e17 / (4 * np.pi * d_l**2 * (1 + z))}
     return spectrum, record

@@ -58,7 +58,8 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["POPULATIONS", "DEFAULT_FRACTIONS", "PRIORS", "PRIORS_VERSION", "OH12_SUN",
-           "Z_RANGE", "LOGU_RANGE", "DUST_ETA", "PARAMETER_COLUMNS", "tremonti_oh12",
+           "Z_RANGE", "LOGU_RANGE", "PRIOR_SETS", "BROAD", "BROAD_COLUMNS", "SFH_FAMILIES",
+           "draw_broad_parameters", "draw_galaxy", "parameter_columns", "DUST_ETA", "PARAMETER_COLUMNS", "tremonti_oh12",
            "gallazzi_log_zstar", "logu_from_metallicity", "garn_best_a_halpha", "population_counts",
            "assign_populations", "draw_parameters", "draw_library_parameters",
            "priors_table_markdown", "row_rng", "typed_parameters", "MASS_PRIORS", "SFH_PRIORS",
@@ -143,6 +144,14 @@ PARAMETER_COLUMNS: dict[str, str] = {
     "agn_frac": "float64", "agn_sigma_kms": "float64", "agn_log_nii_ha": "float64",
     "agn_log_oiii_hb": "float64", "agn_log_oii_oiii": "float64", "agn_log_sii_ha": "float64",
 }
+#: Extra columns of the ``broad`` prior set (:func:`draw_broad_parameters`).
+BROAD_COLUMNS: dict[str, str] = {
+    "sfh": "string", "sfh_alpha": "float64", "sfh_beta": "float64", "stellar_metallicity": "float64",
+    "dust_delta": "float64", "dust_bump": "float64",
+}
+#: The prior sets a library can be drawn from: ``survey`` (this module's scaling relations)
+#: or ``broad`` (domain randomisation: see :func:`draw_broad_parameters`).
+PRIOR_SETS = ("survey", "broad")
 
 
 # --------------------------------------------------------------------------- scaling relations
@@ -350,6 +359,144 @@ def draw_parameters(population: str, rng: np.random.Generator) -> dict:
             **agn}
 
 
+# --------------------------------------------------------------------------- broad priors
+#: SFH families of the ``broad`` prior set (bagpipes component names).
+SFH_FAMILIES = ("delayed", "exponential", "constant", "lognormal", "dblplaw")
+#: ``broad`` ranges: log M* uniform, gas 12+log(O/H) uniform (so no metallicity is
+#: preferred), logU uniform and independent of Z, stellar/gas metallicity offset (dex),
+#: velocity dispersion log-uniform (km/s), Salim et al. (2018) slope delta and 2175 A bump B,
+#: birth-cloud factor eta, A_V of star-forming hosts, P(burst) and burst age/fraction.
+BROAD = {
+    "log_mstar": (8.5, 11.8), "oh12": (OH12_SUN + np.log10(Z_RANGE[0]), OH12_SUN + np.log10(Z_RANGE[1])),
+    "logu": (-3.8, -2.0), "stellar_offset_dex": (-0.5, 0.1), "veldisp_kms": (30.0, 350.0),
+    "dust_delta": (-0.7, 0.4), "dust_bump": (0.0, 2.0), "dust_eta": (1.0, 3.0), "av_young": (0.0, 1.6),
+    "av_old_sigma": 0.4, "p_burst": 0.3, "burst_age_gyr": (0.005, 1.0), "burst_frac": (0.01, 0.2),
+}
+
+
+def _broad_young_sfh(rng: np.random.Generator) -> dict:
+    """A star-forming host's SFH: one of :data:`SFH_FAMILIES`, still forming stars today.
+
+    ``age_gyr``/``tau_gyr`` mean: delayed and exponential - age and e-folding time;
+    constant - duration (``tau_gyr`` NaN); lognormal - time of the peak after the Big Bang
+    (bagpipes ``tmax``) and the FWHM; dblplaw - ``tau_gyr`` the turnover time after the Big
+    Bang, ``sfh_alpha``/``sfh_beta`` the falling/rising slopes (Carnall et al. 2018).
+    """
+    family = str(rng.choice(SFH_FAMILIES))
+    alpha = beta = np.nan
+    if family == "delayed":
+        age = _uniform(rng, (0.5, 12.5))
+        tau = age / _uniform(rng, (0.3, 6.0))
+    elif family == "exponential":
+        age = _uniform(rng, (0.5, 12.5))
+        tau = age / _uniform(rng, (0.1, 4.0))
+    elif family == "constant":
+        age, tau = _uniform(rng, (0.1, 12.5)), np.nan
+    elif family == "lognormal":
+        age, tau = _uniform(rng, (3.0, 13.4)), _uniform(rng, (3.0, 14.0))
+    else:
+        age, tau = np.nan, _uniform(rng, (2.0, 13.0))
+        alpha, beta = _uniform(rng, (0.3, 3.0)), _uniform(rng, (0.5, 10.0))
+    return {"sfh": family, "age_gyr": age, "tau_gyr": tau, "sfh_alpha": alpha, "sfh_beta": beta}
+
+
+def _broad_old_sfh(rng: np.random.Generator, kind: str) -> dict:
+    """A quenched (or nearly quenched, ``old_agn_host``) host: delayed, exponential or dblplaw."""
+    family = str(rng.choice(("delayed", "exponential", "dblplaw")))
+    lo, hi = SFH_PRIORS[kind]["age"]
+    alpha = beta = np.nan
+    if family == "dblplaw":
+        age, tau = np.nan, _uniform(rng, (1.5, 8.0))
+        alpha, beta = _uniform(rng, (8.0, 30.0) if kind != "old_agn_host" else (4.0, 8.0)), _uniform(rng, (1.0, 10.0))
+    else:
+        age = _uniform(rng, (lo, hi))
+        ratio = SFH_PRIORS[kind]["age_over_tau"]
+        if family == "exponential":
+            ratio = (0.8 * ratio[0], 0.8 * ratio[1])
+        tau = age / _uniform(rng, ratio)
+    return {"sfh": family, "age_gyr": age, "tau_gyr": tau, "sfh_alpha": alpha, "sfh_beta": beta}
+
+
+def draw_broad_parameters(population: str, rng: np.random.Generator) -> dict:
+    """Draw one galaxy from the ``broad`` prior set: domain randomisation for training.
+
+    Where the data cannot pin a parameter down, its prior is wide and independent of the
+    label, so a network cannot learn a shortcut that real galaxies need not follow:
+
+    * log M* uniform on 8.5-11.8 for every population (no mass-metallicity relation);
+    * gas-phase 12+log(O/H) uniform on 7.99-9.09 for hosts with young stars, and the
+      stars' metallicity 0.1-0.5 dex below it (stellar Z lags the gas; Gallazzi et al. 2005
+      against Tremonti et al. 2004); old hosts as in the ``survey`` set;
+    * logU uniform on -3.8 to -2.0, independent of metallicity (the observed range of
+      HII regions and galaxies, Dopita et al. 2006; Kewley et al. 2019);
+    * SFH families delayed, exponential, constant, lognormal and double power law
+      (Carnall et al. 2019; Leja et al. 2019) with a 30% chance of a recent burst
+      (5 Myr-1 Gyr, 1-20% of the mass); quenched hosts delayed, exponential or a steep
+      double power law;
+    * dust: the Salim et al. (2018) law (Calzetti modified by a power-law slope delta
+      -0.7..0.4, SMC-like to grey, and a 2175 A bump 0-2) with the birth-cloud factor
+      eta 1-3 and A_V 0-1.6 for star-forming hosts;
+    * velocity dispersion log-uniform on 30-350 km/s.
+
+    AGN are drawn as in :func:`draw_parameters`.
+
+    Examples
+    --------
+    >>> p = draw_broad_parameters("star_forming", row_rng(0, 3))
+    >>> p["sfh"] in SFH_FAMILIES, 7.98 < p["oh12"] < 9.1, -3.8 <= p["logu"] <= -2.0
+    (True, True, True)
+    """
+    if population not in POPULATIONS:
+        raise ValueError(f"unknown population {population!r}; expected one of {POPULATIONS}")
+    log_mstar = _uniform(rng, BROAD["log_mstar"])
+    agn = dict(_NO_AGN)
+    if population in ("composite", "agn"):
+        agn_type = "seyfert" if rng.random() < P_SEYFERT[population] else "liner"
+        old = population == "agn" and rng.random() < P_OLD_HOST[agn_type]
+        host = "old_agn_host" if old else "star_forming"
+        agn = _draw_agn(rng, agn_type, population)
+    else:
+        host = population
+    sfh = _broad_young_sfh(rng) if host == "star_forming" else _broad_old_sfh(rng, host)
+    burst_age, burst_frac = np.nan, 0.0
+    if host == "post_starburst":
+        burst_age, burst_frac = _uniform(rng, BURST_AGE), _uniform(rng, BURST_FRAC)
+    elif host == "star_forming" and rng.random() < BROAD["p_burst"]:
+        burst_age, burst_frac = _uniform(rng, BROAD["burst_age_gyr"]), _uniform(rng, BROAD["burst_frac"])
+    young = host in ("star_forming", "post_starburst")
+    if young:
+        oh12 = _uniform(rng, BROAD["oh12"])
+        metallicity = float(np.clip(10.0 ** (oh12 - OH12_SUN), *Z_RANGE))
+        stellar = float(np.clip(metallicity * 10.0 ** _uniform(rng, BROAD["stellar_offset_dex"]), 0.1, Z_RANGE[1]))
+        av = _uniform(rng, BROAD["av_young"])
+    else:
+        metallicity = float(np.clip(10.0 ** (gallazzi_log_zstar(log_mstar) + rng.normal(0.0, 0.25)), *Z_RANGE))
+        stellar = metallicity
+        av = float(min(abs(rng.normal(0.0, BROAD["av_old_sigma"])), 1.2))
+    return {"population": population, "host": host, "log_mstar": log_mstar, "age_gyr": sfh["age_gyr"],
+            "tau_gyr": sfh["tau_gyr"], "burst_age_gyr": burst_age, "burst_frac": burst_frac,
+            "metallicity": metallicity, "oh12": OH12_SUN + float(np.log10(metallicity)),
+            "logu": _uniform(rng, BROAD["logu"]), "av": av, "dust_eta": _uniform(rng, BROAD["dust_eta"]),
+            "veldisp_kms": float(np.exp(_uniform(rng, tuple(np.log(BROAD["veldisp_kms"]))))),
+            **agn, "sfh": sfh["sfh"], "sfh_alpha": sfh["sfh_alpha"], "sfh_beta": sfh["sfh_beta"],
+            "stellar_metallicity": stellar, "dust_delta": _uniform(rng, BROAD["dust_delta"]),
+            "dust_bump": _uniform(rng, BROAD["dust_bump"])}
+
+
+def draw_galaxy(population: str, rng: np.random.Generator, prior_set: str = "survey") -> dict:
+    """One galaxy from the named prior set (:data:`PRIOR_SETS`)."""
+    if prior_set == "survey":
+        return draw_parameters(population, rng)
+    if prior_set == "broad":
+        return draw_broad_parameters(population, rng)
+    raise ValueError(f"unknown prior set {prior_set!r}; expected one of {PRIOR_SETS}")
+
+
+def parameter_columns(prior_set: str = "survey") -> dict[str, str]:
+    """Columns (and dtypes) of a parameter table drawn from ``prior_set``."""
+    return {**PARAMETER_COLUMNS, **BROAD_COLUMNS} if prior_set == "broad" else dict(PARAMETER_COLUMNS)
+
+
 # --------------------------------------------------------------------------- a whole library
 def population_counts(n: int, fractions: dict[str, float] | None = None) -> dict[str, int]:
     """Exact counts per population for ``n`` galaxies (largest remainder; ties by order).
@@ -387,21 +534,23 @@ def assign_populations(n: int, seed: int, fractions: dict[str, float] | None = N
     return np.random.default_rng(int(seed)).permutation(labels)
 
 
-def draw_library_parameters(n: int, seed: int, fractions: dict[str, float] | None = None) -> pd.DataFrame:
-    """Parameters of every galaxy of a library: one row per spectrum, :data:`PARAMETER_COLUMNS`.
+def draw_library_parameters(n: int, seed: int, fractions: dict[str, float] | None = None,
+                            prior_set: str = "survey") -> pd.DataFrame:
+    """Parameters of every galaxy of a library: one row per spectrum, :func:`parameter_columns`.
 
     Row ``i`` is drawn with :func:`row_rng` ``(seed, i, 0)``; the result depends only on
-    ``n``, ``seed`` and ``fractions``.
+    ``n``, ``seed``, ``fractions`` and ``prior_set``.
     """
     populations = assign_populations(n, seed, fractions)
-    records = [{"row": i, "attempt": 0, **draw_parameters(str(p), row_rng(seed, i, 0))}
+    records = [{"row": i, "attempt": 0, **draw_galaxy(str(p), row_rng(seed, i, 0), prior_set)}
                for i, p in enumerate(populations)]
-    return typed_parameters(pd.DataFrame.from_records(records, columns=list(PARAMETER_COLUMNS)))
+    columns = parameter_columns(prior_set)
+    return typed_parameters(pd.DataFrame.from_records(records, columns=list(columns)), prior_set)
 
 
-def typed_parameters(df: pd.DataFrame) -> pd.DataFrame:
-    """Cast the parameter columns of ``df`` to :data:`PARAMETER_COLUMNS` dtypes (in place)."""
-    for col, dtype in PARAMETER_COLUMNS.items():
+def typed_parameters(df: pd.DataFrame, prior_set: str = "survey") -> pd.DataFrame:
+    """Cast the parameter columns of ``df`` to :func:`parameter_columns` dtypes (in place)."""
+    for col, dtype in parameter_columns(prior_set).items():
         df[col] = df[col].astype(dtype)
     return df
 
