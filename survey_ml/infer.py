@@ -220,28 +220,39 @@ def predict_spectra(flux: np.ndarray, ivar: np.ndarray, mask: np.ndarray, wavele
     return forward_batches(model, x, batch_size)
 
 
-def forward_batches(model: torch.nn.Module, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
+def forward_batches(model: torch.nn.Module, x: np.ndarray, batch_size: int = 512,
+                    features: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """The network on prepared inputs ``x`` (n, in_channels, n_pix), in batches, without gradients.
 
     Returns (n, n_out) float32 outputs; for a heteroscedastic model (n, 2 n_out): the
-    means, then the standard deviations ``exp(log_var / 2)``.
+    means, then the standard deviations ``exp(log_var / 2)``. With ``features=True`` (a
+    model with a ``features`` method, e.g. :class:`~survey_ml.models.spectral_cnn.SpectralCNN`)
+    also the (n, n_features) trunk features the head read, from the same pass.
     """
     device = next(model.parameters()).device
     on_gpu = device.type == "cuda"
     host = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
     if on_gpu:  # page-locked host buffer: copies overlap with compute (non_blocking)
         host = host.pin_memory()
-    chunks = []
+    chunks, feature_chunks = [], []
     with torch.inference_mode():
         for start in range(0, len(x), batch_size):
-            pred = model(host[start: start + batch_size].to(device, non_blocking=on_gpu))
+            batch = host[start: start + batch_size].to(device, non_blocking=on_gpu)
+            if features:
+                trunk = model.features(batch)
+                feature_chunks.append(trunk.float())
+                pred = model.head_output(trunk)
+            else:
+                pred = model(batch)
             if isinstance(pred, tuple):
                 mean, log_var = pred
                 pred = torch.cat([mean, torch.exp(0.5 * log_var)], dim=1)
             chunks.append(pred.float())
     if not chunks:
-        return np.empty((0, 0), dtype=np.float32)
-    return torch.cat(chunks).cpu().numpy()  # one device-to-host copy per block
+        empty = np.empty((0, 0), dtype=np.float32)
+        return (empty, empty) if features else empty
+    out = torch.cat(chunks).cpu().numpy()  # one device-to-host copy per block
+    return (out, torch.cat(feature_chunks).cpu().numpy()) if features else out
 
 
 def starforming_probability(logits: np.ndarray) -> np.ndarray:

@@ -104,7 +104,11 @@ class SpectralCNN(nn.Module):
         self.head = nn.Linear(n_features, n_out * (2 if heteroscedastic else 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        out = self.head(self.trunk(x))
+        return self.head_output(self.trunk(x))
+
+    def head_output(self, features: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """What :meth:`forward` returns, from the trunk :meth:`features` (one pass gives both)."""
+        out = self.head(features)
         if self.heteroscedastic:
             mean, log_var = out[:, : self.n_out], out[:, self.n_out:]
             return (self.target_shift + self.target_scale * mean,
@@ -112,6 +116,16 @@ class SpectralCNN(nn.Module):
         if self.target_shift or self.target_scale != 1.0:
             return self.target_shift + self.target_scale * out
         return out
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The flattened conv-trunk features the head reads (for out-of-distribution scores).
+
+        Examples
+        --------
+        >>> SpectralCNN(**FAST).features(torch.zeros(3, 1, 4201)).shape
+        torch.Size([3, 1472])
+        """
+        return self.trunk(x)
 
     def config(self) -> dict:
         """The constructor arguments (what a weights file stores to rebuild the network)."""
