@@ -8,7 +8,8 @@ import numpy as np
 from tests.catalog_digests import DIGESTS, catalog_digest, fixed_runs
 
 #: Columns added on purpose since the digests were recorded (release -> names).
-ADDED: dict[str, set[str]] = {"dr10": {"z_cnn_pmax"}}   # the redshift task's 5th column, once dropped
+ADDED: dict[str, set[str]] = {"dr10": {"z_cnn_pmax",        # the redshift task's 5th column, once dropped
+                                       "oh12_ood", "oh12_ood_flag"}}  # issue 15: OOD score of the metallicity network
 
 
 def test_fixed_runs_give_the_recorded_catalogs(tmp_path, client):

@@ -17,22 +17,32 @@ __all__ = ["Metallicity"]
 
 
 class Metallicity(ModelGridTask):
-    """12 + log(O/H) and its error (``oh12``, ``oh12_err``) and the model-grid ``coverage``."""
+    """12 + log(O/H), its calibrated error and an out-of-distribution score per spectrum."""
 
     name = "metallicity"
     default_weights = "metallicity.pt"
     columns = (
         Column("coverage", "float32", "", "share of good pixels on the 3800-8000 A model grid"),
         Column("oh12", "float32", "dex", "gas-phase metallicity 12 + log(O/H) (network mean)"),
-        Column("oh12_err", "float32", "dex", "1-sigma error of oh12 (network standard deviation)"),
+        Column("oh12_err", "float32", "dex", "1-sigma error of oh12: the network's standard deviation, "
+               "calibrated on shifted held-out mocks and widened with oh12_ood"),
+        Column("oh12_ood", "float32", "", "out-of-distribution score of the spectrum's network features "
+               "(about 1 for spectra like the training set; large for spectra unlike it)"),
+        Column("oh12_ood_flag", "bool", "", "oh12_ood above the 99th percentile of held-out training "
+               "spectra: oh12 is an extrapolation"),
     )
 
     def predict(self, model, batch: Batch) -> dict[str, np.ndarray]:
-        pred = self.forward(model, batch)
-        out = {"oh12": pred[:, 0]}
-        if pred.shape[1] > 1:
-            out["oh12_err"] = pred[:, 1]
-        return out
+        network, info = model
+        uncertainty = _uncertainty(info)
+        if uncertainty is None:
+            pred = self.forward(model, batch)
+            return {"oh12": pred[:, 0], **({"oh12_err": pred[:, 1]} if pred.shape[1] > 1 else {})}
+        pred, features = self.forward(model, batch, features=True)
+        density, calibration = uncertainty
+        score = density.score(features)
+        return {"oh12": pred[:, 0], "oh12_err": calibration.apply(pred[:, 1], score), "oh12_ood": score,
+                "oh12_ood_flag": score > density.threshold}
 
     def run(self, block: Block) -> dict[str, np.ndarray]:
         values = super().run(block)
@@ -40,3 +50,20 @@ class Metallicity(ModelGridTask):
         if len(rows):
             values["coverage"][rows] = selected_coverage(block)[np.searchsorted(block.selected, rows)]
         return values
+
+
+_UNCERTAINTY: dict[str, tuple] = {}
+
+
+def _uncertainty(info: dict) -> tuple | None:
+    """The weights file's (FeatureDensity, ErrorCalibration), built once per process; None if it has none."""
+    if "uncertainty" not in info:
+        return None
+    key = info["sha256"]
+    if key not in _UNCERTAINTY:
+        from ..core.uncertainty import ErrorCalibration, FeatureDensity
+
+        stored = info["uncertainty"]
+        _UNCERTAINTY[key] = (FeatureDensity.from_dict(stored["density"]),
+                             ErrorCalibration.from_dict(stored["calibration"]))
+    return _UNCERTAINTY[key]

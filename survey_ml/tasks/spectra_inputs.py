@@ -89,11 +89,14 @@ class ModelGridTask(Task):
         keep, position = reject_low_coverage(block, rows, self.options.min_coverage)
         return Batch(keep, {"x": model_inputs_of(block)[position]})
 
-    def forward(self, model, batch: Batch) -> np.ndarray:
-        """The network on a batch; as many input channels as it was built with (the published one: 1)."""
+    def forward(self, model, batch: Batch, features: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """The network on a batch; as many input channels as it was built with (the published one: 1).
+
+        With ``features``, also the trunk features of the same pass (for an OOD score).
+        """
         from ..infer import batch_size_for, forward_batches
 
         network, info = model
         size = batch_size_for(next(network.parameters()).device, self.options.batch_size, self.options.gpu_batch_size)
         x = np.ascontiguousarray(batch.inputs["x"][:, : info["config"]["in_channels"]])
-        return forward_batches(network, x, size)
+        return forward_batches(network, x, size, features=features)
