@@ -102,6 +102,24 @@ class SpectralCNN(nn.Module):
         self.target_shift, self.target_scale = float(target_shift), float(target_scale)
         n_features = channels[-1] * conv_trunk_length(n_pix, len(channels), stem_pool)
         self.head = nn.Linear(n_features, n_out * (2 if heteroscedastic else 1))
+        self._initialise()
+
+    def _initialise(self) -> None:
+        """He-normal convolutions and a Glorot head, zero biases.
+
+        PyTorch's default (Kaiming-uniform with a = sqrt(5)) shrinks the activations ~3x per
+        conv pair: after eight layers the features of min-max normalised spectra vary by
+        ~1e-3 between spectra, the first-layer gradients are ~1e-5, and on a training set
+        with a wide label range (the ``broad`` priors) the network never leaves the constant
+        prediction. He initialisation (He et al. 2015) keeps the activation scale through
+        the ReLU stack.
+        """
+        for layer in self.trunk:
+            if isinstance(layer, nn.Conv1d):
+                nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+                nn.init.zeros_(layer.bias)
+        nn.init.xavier_uniform_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         return self.head_output(self.trunk(x))
