@@ -19,7 +19,7 @@ import json
 import os
 import time
 import tomllib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,8 @@ from .spec import load_release_spec
 from .training_loop import train_epochs
 
 __all__ = ["TrainingSet", "make_training_set", "TrainConfig", "TrainResult", "split_indices", "train_model",
-           "load_recipe", "recipe_training_set", "recipe_config", "evaluate", "train_task"]
+           "load_recipe", "recipe_training_set", "recipe_config", "evaluate", "train_task", "fit_uncertainty",
+           "young_rows", "INSTRUMENTS"]
 
 
 @dataclass
@@ -291,7 +292,7 @@ def load_recipe(task_or_path: str | os.PathLike) -> dict[str, Any]:
     --------
     >>> recipe = load_recipe("metallicity")
     >>> recipe["task"], recipe["training_set"]["rows"]
-    ('metallicity', 'starforming')
+    ('metallicity', 'young')
     """
     from .infer import WEIGHTS_DIR
 
@@ -306,44 +307,65 @@ def load_recipe(task_or_path: str | os.PathLike) -> dict[str, Any]:
     return recipe
 
 
-def recipe_training_set(recipe: dict[str, Any], library, client=None, progress: bool = False) -> TrainingSet:
-    """The training spectra a recipe asks for: its library rows observed with its release's plan."""
+#: Instruments a recipe can observe its training spectra with (``[training_set] instrument``).
+INSTRUMENTS = {"lamost": LamostInstrument, "randomised": LamostInstrument.randomised}
+
+
+def young_rows(truth: pd.DataFrame) -> np.ndarray:
+    """Library rows whose lines are lit by young stars alone: a star-forming host, no AGN, EW(H-alpha) >= 3 A.
+
+    These are the galaxies whose gas-phase metallicity the strong lines measure, whatever
+    BPT class their line ratios happen to fall in (with logU independent of Z many sit in
+    the 'composite' region of the CLOUDY grid without any AGN).
+    """
+    return np.flatnonzero(truth["ok"].to_numpy(bool) & (truth["host"] == "star_forming").to_numpy(bool)
+                          & (truth["agn_type"] == "none").to_numpy(bool) & (truth["ha_ew"].to_numpy(float) >= 3.0))
+
+
+def recipe_training_set(recipe: dict[str, Any], library, client=None, progress: bool = False,
+                        table: str = "training_set") -> TrainingSet:
+    """The spectra a recipe table asks for (``[training_set]`` or ``[uncertainty]``): its library rows
+    observed with its release's plan (or the table's ``snr_r`` override) and instrument."""
     plan = ObservationPlan.from_spec(load_release_spec(recipe.get("release", "dr10")))
-    ts, in_channels = recipe["training_set"], 2  # flux and coverage; a 1-channel model reads x[:, :1]
+    ts, in_channels = recipe[table], 2  # flux and coverage; a 1-channel model reads x[:, :1]
+    if "snr_r" in ts:
+        plan = replace(plan, **{f"snr_{k}": float(v) for k, v in ts["snr_r"].items()})
+    instrument = INSTRUMENTS[ts.get("instrument", "lamost")]()
     truth = library.truth
     ok = truth["ok"].to_numpy(bool)
     sf = truth["starforming"].to_numpy(bool)
     n, seed = int(ts["n"]), int(ts["seed"])
+    kw = {"instrument": instrument, "in_channels": in_channels, "client": client, "progress": progress}
     if ts["rows"] == "starforming":
-        return make_training_set(library, n, seed, plan, rows=np.flatnonzero(ok & sf), in_channels=in_channels,
-                                 client=client, progress=progress)
+        return make_training_set(library, n, seed, plan, rows=np.flatnonzero(ok & sf), **kw)
+    if ts["rows"] == "young":
+        return make_training_set(library, n, seed, plan, rows=young_rows(truth), **kw)
     if ts["rows"] == "balanced":
-        halves = [make_training_set(library, n // 2, seed + k, plan, rows=np.flatnonzero(ok & (sf == want)),
-                                    in_channels=in_channels, client=client, progress=progress)
+        halves = [make_training_set(library, n // 2, seed + k, plan, rows=np.flatnonzero(ok & (sf == want)), **kw)
                   for k, want in enumerate((True, False))]
         return TrainingSet(x=np.concatenate([h.x for h in halves]),
                            truth=pd.concat([h.truth for h in halves], ignore_index=True))
     if ts["rows"] == "all":
-        return make_training_set(library, n, seed, plan, rows=np.flatnonzero(ok), in_channels=in_channels,
-                                 client=client, progress=progress)
-    raise ValueError(f"training_set.rows must be starforming, balanced or all, not {ts['rows']!r}")
+        return make_training_set(library, n, seed, plan, rows=np.flatnonzero(ok), **kw)
+    raise ValueError(f"{table}.rows must be starforming, young, balanced or all, not {ts['rows']!r}")
 
 
-def _cached_training_set(recipe: dict[str, Any], library, client, progress: bool) -> TrainingSet:
+def _cached_training_set(recipe: dict[str, Any], library, client, progress: bool,
+                         table: str = "training_set") -> TrainingSet:
     """:func:`recipe_training_set`, kept beside the library (``trainingset-<digest>.npy`` + ``.parquet``).
 
     The digest covers the library, the release's observation plan and the recipe's
     ``[training_set]`` and input channels, so a changed recipe never reuses stale data.
     """
     key = json.dumps({"library": library.path.name, "release": recipe.get("release", "dr10"),
-                      "set": recipe["training_set"], "in_channels": 2,
+                      "set": {k: v for k, v in recipe[table].items() if k != "library"}, "in_channels": 2,
                       "plan": asdict(ObservationPlan.from_spec(load_release_spec(recipe.get("release", "dr10"))))},
                      sort_keys=True)
     stem = library.path.parent / f"trainingset-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
     x_file, truth_file = stem.with_suffix(".npy"), stem.with_suffix(".parquet")
     if x_file.exists() and truth_file.exists():
         return TrainingSet(x=np.load(x_file, mmap_mode="r"), truth=pd.read_parquet(truth_file))
-    data = recipe_training_set(recipe, library, client=client, progress=progress)
+    data = recipe_training_set(recipe, library, client=client, progress=progress, table=table)
     tmp = stem.with_name(stem.name + f".tmp-{os.getpid()}.npy")
     np.save(tmp, data.x)
     os.replace(tmp, x_file)
@@ -361,6 +383,49 @@ def recipe_config(recipe: dict[str, Any]) -> TrainConfig:
     if "split" in fields:
         fields["split"] = tuple(fields["split"])
     return TrainConfig(**fields)
+
+
+def _library_config(table: dict[str, Any]):
+    from .simulate.library import LibraryConfig
+
+    return LibraryConfig(n=int(table["n"]), seed=int(table["seed"]), priors=str(table.get("priors", "survey")))
+
+
+def _tensors(data: dict[str, Any]) -> dict[str, Any]:
+    """Lists as float32 tensors: compact inside a ``weights_only`` torch file."""
+    return {k: torch.tensor(np.asarray(v, dtype=np.float32)) if isinstance(v, list) else v for k, v in data.items()}
+
+
+def fit_uncertainty(model: SpectralCNN, x: np.ndarray, train_index: np.ndarray, val_index: np.ndarray,
+                    x_cal: np.ndarray, y_cal: np.ndarray, n_components: int = 32, n_bins: int = 5,
+                    n_fit: int = 20000, seed: int = 0):
+    """The OOD density of a trained network's features and its error calibration on a shifted set.
+
+    The density (:class:`~survey_ml.core.uncertainty.FeatureDensity`) is fitted on up to
+    ``n_fit`` training rows, its flag threshold on the validation rows; the calibration
+    (:class:`~survey_ml.core.uncertainty.ErrorCalibration`) on ``x_cal``/``y_cal``: spectra of
+    galaxies the network never saw, observed differently (another library seed, a wider
+    S/N range). Returns ``(density, calibration, figures)``.
+    """
+    from .core.uncertainty import ErrorCalibration, FeatureDensity, coverage
+    from .infer import forward_batches
+
+    rng = np.random.default_rng(seed)
+    fit_rows = np.sort(rng.choice(train_index, min(n_fit, len(train_index)), replace=False))
+    _, f_train = forward_batches(model, np.asarray(x[fit_rows]), 512, features=True)
+    _, f_val = forward_batches(model, np.asarray(x[val_index]), 512, features=True)
+    density = FeatureDensity.fit(f_train, n_components=n_components, held_out=f_val)
+    pred, f_cal = forward_batches(model, np.asarray(x_cal), 512, features=True)
+    score = density.score(f_cal)
+    resid = pred[:, 0] - np.asarray(y_cal, dtype=float)
+    calibration = ErrorCalibration.fit(resid, pred[:, 1], score, n_bins=n_bins)
+    sigma = calibration.apply(pred[:, 1], score)
+    figures = {"n": int(len(resid)), "bias": float(np.mean(resid)), "sigma": float(np.std(resid)),
+               "raw_within_1sigma": coverage(resid, pred[:, 1]), "raw_within_2sigma": coverage(resid, pred[:, 1], 2),
+               "within_1sigma": coverage(resid, sigma), "within_2sigma": coverage(resid, sigma, 2),
+               "ood_threshold": density.threshold, "ood_flagged": float(np.mean(score > density.threshold)),
+               "scales": calibration.scales.tolist(), "edges": calibration.edges.tolist()}
+    return density, calibration, figures
 
 
 def evaluate(task: str, pred: np.ndarray, truth: pd.DataFrame) -> dict[str, float]:
@@ -416,8 +481,7 @@ def train_task(task_or_path: str | os.PathLike, out: str | os.PathLike | None = 
     task = recipe["task"]
     out = Path(out) if out else Path(recipe["recipe_path"]).with_suffix(".pt")
     t0 = time.perf_counter()
-    library = build_library(LibraryConfig(n=int(recipe["library"]["n"]), seed=int(recipe["library"]["seed"])),
-                            cache_dir=cache_dir, client=client, progress=progress)
+    library = build_library(_library_config(recipe["library"]), cache_dir=cache_dir, client=client, progress=progress)
     t_library = time.perf_counter() - t0
     t0 = time.perf_counter()
     data = _cached_training_set(recipe, library, client, progress)
@@ -436,8 +500,21 @@ def train_task(task_or_path: str | os.PathLike, out: str | os.PathLike | None = 
               "best_epoch": result.best_epoch, "epochs_run": len(result.history),
               "seconds": {"library": t_library, "training_set": t_data, "training": result.seconds},
               "test": metrics, "history": result.history}
+    extra: dict[str, Any] = {}
+    if "uncertainty" in recipe and config.heteroscedastic:
+        t0 = time.perf_counter()
+        cal_library = build_library(_library_config(recipe["uncertainty"]["library"]), cache_dir=cache_dir,
+                                    client=client, progress=progress)
+        cal = _cached_training_set(recipe, cal_library, client, progress, table="uncertainty")
+        density, calibration, figures = fit_uncertainty(
+            result.model, data.x, result.train_index, result.val_index, cal.x[:, : config.in_channels],
+            cal.truth["oh12"].to_numpy(float), n_components=int(recipe["uncertainty"].get("n_components", 32)),
+            n_bins=int(recipe["uncertainty"].get("n_bins", 5)))
+        report["calibration"] = figures | {"library": cal_library.path.name}
+        report["seconds"]["calibration"] = time.perf_counter() - t0
+        extra["uncertainty"] = {"density": _tensors(density.to_dict()), "calibration": _tensors(calibration.to_dict())}
     save_weights(result.model, out, task, targets, extra={"training": {k: v for k, v in report.items()
-                                                                       if k not in ("history", "recipe")}})
+                                                                       if k not in ("history", "recipe")}, **extra})
     report["weights_sha256"] = weights_sha256(out)
     Path(out).with_suffix(".json").write_text(json.dumps(report, indent=1, default=str) + "\n")
     return report

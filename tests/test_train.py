@@ -72,3 +72,29 @@ def test_training_reduces_the_error_on_a_learnable_problem():
     pred = forward_batches(result.model, x[result.test_index])[:, 0]
     rms = np.sqrt(np.mean((pred - y[result.test_index]) ** 2))
     assert rms < 0.5 * np.std(y)   # far better than guessing the mean (rms = std(y) = 0.29)
+
+
+def test_recipe_with_randomised_instrument_and_uncertainty_ships_a_calibrated_error_model(small_library, tmp_path,
+                                                                                          client):
+    """Issue 15: young rows, the randomised instrument and an [uncertainty] table give weights whose
+    metallicity task reports calibrated errors and an OOD score."""
+    from survey_ml.core.uncertainty import ErrorCalibration, FeatureDensity
+    from survey_ml.tasks.metallicity import _uncertainty
+
+    recipe = tmp_path / "metallicity.toml"
+    text = TINY.format(task="metallicity", n=240, rows="young", het="true").replace(
+        'rows = "young"', 'rows = "young"\ninstrument = "randomised"')
+    text += ('[uncertainty]\nn = 160\nseed = 5\nrows = "young"\ninstrument = "randomised"\n'
+             'snr_r = { median = 10.0, min = 2.0, max = 60.0 }\nn_components = 4\nn_bins = 2\n'
+             'library = { n = 160, seed = 0 }\n')
+    recipe.write_text(text)
+    out = tmp_path / "metallicity.pt"
+    report = train_task(recipe, out=out, client=client, cache_dir=small_library.path.parent)
+    cal = report["calibration"]
+    assert cal["n"] == 160 and 0.0 <= cal["within_1sigma"] <= cal["within_2sigma"] <= 1.0
+    assert abs(cal["within_1sigma"] - 0.683) < 0.15      # fitted on this very set: close to Gaussian coverage
+    assert np.all(np.diff(cal["scales"]) >= 0)           # never narrower for a stranger spectrum
+    _, info = load_model(out, "cpu")
+    density, calibration = _uncertainty(info)
+    assert isinstance(density, FeatureDensity) and isinstance(calibration, ErrorCalibration)
+    assert density.components.shape[0] == 4 and np.isfinite(density.threshold)
