@@ -24,8 +24,8 @@ Usage::
     python bench/cross_sim.py --crosscheck /path/to/crosscheck-release \
         --weights shipped= --weights old=/path/to/old/weights/dir
 
-``--weights NAME=DIR`` takes ``metallicity.pt`` and ``sfclass.pt`` from DIR (empty: the
-shipped ones). Prints JSON and keeps ``bench/results/cross_sim.json``.
+``--weights NAME=DIR`` takes ``metallicity.pt``, ``sfclass.pt`` and ``redshift.pt`` from DIR
+where they are there (the shipped ones otherwise; an empty DIR: all shipped). Prints JSON and keeps ``bench/results/cross_sim.json``.
 """
 from __future__ import annotations
 
@@ -83,7 +83,7 @@ def oh12_figures(catalog: pd.DataFrame, truth: pd.DataFrame) -> dict:
 
 
 def redshift_figures(catalog: pd.DataFrame, z_true: np.ndarray) -> dict:
-    """z_cnn NMAD of dz/(1+z), outliers (|dz|/(1+z) > 0.01) and the coverage of z_cnn_err."""
+    """z_cnn NMAD of dz/(1+z), outliers (|dz|/(1+z) > 0.01, all and unflagged) and the coverage of z_cnn_err."""
     from survey_ml.metrics import nmad, outlier_fraction
 
     if "z_cnn" not in catalog:
@@ -92,8 +92,11 @@ def redshift_figures(catalog: pd.DataFrame, z_true: np.ndarray) -> dict:
     ok = np.isfinite(z) & np.isfinite(z_true)
     dz = z[ok] - z_true[ok]
     err = catalog["z_cnn_err"].to_numpy(float)[ok]
+    clean = catalog["z_cnn_flag"].to_numpy()[ok] == 0
     return {"n": int(ok.sum()), "nmad": round(nmad(z_true[ok], z[ok]), 6),
             "outliers": round(outlier_fraction(z_true[ok], z[ok]), 4),
+            "flagged": round(float(1.0 - clean.mean()), 4),
+            "outliers_unflagged": round(outlier_fraction(z_true[ok][clean], z[ok][clean]), 4),
             "within_1sigma": round(float(np.mean(np.abs(dz) < err)), 3),
             "within_2sigma": round(float(np.mean(np.abs(dz) < 2 * err)), 3),
             "median_err": float(np.median(err))}
@@ -141,15 +144,17 @@ def main() -> None:
     parser.add_argument("--n-survey", type=int, default=2000, help="spectra in survey_ml's own mock")
     parser.add_argument("--library-size", type=int, default=4000)
     parser.add_argument("--weights", action="append", default=None,
-                        help="NAME=DIR with metallicity.pt and sfclass.pt (empty DIR: the shipped weights)")
+                        help="NAME=DIR with metallicity.pt / sfclass.pt / redshift.pt (empty DIR: the shipped weights)")
     parser.add_argument("--out", default=None, help="results folder (default bench/results)")
+    parser.add_argument("--keep", default=None, help="keep the mocks' stores and catalogs in this folder")
     args = parser.parse_args()
 
     from survey_ml.cluster import connect
     from survey_ml.runner import run_catalog
 
     weights_sets = dict(item.split("=", 1) for item in (args.weights or ["shipped="]))
-    work = Path(tempfile.mkdtemp(prefix="survey_ml_cross_sim_"))
+    work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="survey_ml_cross_sim_"))
+    work.mkdir(parents=True, exist_ok=True)
     client = connect(dashboard_address="127.0.0.1:0", quiet=True)
     results: dict = {}
     try:
@@ -160,8 +165,8 @@ def main() -> None:
             truth = pd.read_parquet(truth_path)
             store = work / f"store_{mock}"
             for name, folder in weights_sets.items():
-                weights = ({"metallicity": str(Path(folder) / "metallicity.pt"),
-                            "sfclass": str(Path(folder) / "sfclass.pt")} if folder else None)
+                weights = ({task: str(Path(folder) / f"{task}.pt") for task in ("metallicity", "sfclass", "redshift")
+                            if (Path(folder) / f"{task}.pt").is_file()} if folder else None) or None
                 t = time.perf_counter()
                 report = run_catalog("dr10", input=root, store=store, out=work / f"run_{mock}_{name}", client=client,
                                      weights=weights, progress=False)
@@ -170,7 +175,8 @@ def main() -> None:
                     "seconds": round(time.perf_counter() - t, 1), "n_rows": int(len(catalog))}
     finally:
         client.close()
-        shutil.rmtree(work, ignore_errors=True)
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
     emit("cross_sim", {"selection": f"oh12: truth star-forming, S/N_r >= {SNR_MIN}, 12+log(O/H) <= {OH12_MAX}; "
                        "p_starforming: every predicted row, label = BPT star-forming (Kauffmann 2003) and "
                        "EW(Ha) >= 3 A on the noise-free lines",

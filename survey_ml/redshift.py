@@ -11,8 +11,10 @@ the benchmark on held-out mocks):
 3. :func:`survey_ml.templates.refine_redshifts` fits the PCA templates shipped in the same
    weights file around each candidate and keeps the best chi^2.
 
-Outputs per spectrum: ``z_cnn`` (the refined redshift), ``z_cnn_err`` (1 sigma, from the
-chi^2 curvature), ``z_cnn_flag`` (0 = reliable; bits below), ``z_cnn_dchi2`` (chi^2 of the
+Outputs per spectrum: ``z_cnn`` (the refined redshift), ``z_cnn_err`` (1 sigma: the chi^2
+curvature, rescaled and added in quadrature to a floor in dz/(1+z) when the weights carry an
+``error_model``, :class:`survey_ml.core.uncertainty.ErrorFloor` fitted on a shifted held-out
+set by :func:`survey_ml.train_redshift.calibrate_redshift_errors`), ``z_cnn_flag`` (0 = reliable; bits below), ``z_cnn_dchi2`` (chi^2 of the
 best rival candidate minus the best, redrock's reliability figure) and ``z_cnn_pmax``
 (network probability within +-2 bins of the answer). With ``refine=False`` the network alone
 answers: the probability-weighted mean of its top peak, and that peak's width as the error.
@@ -33,6 +35,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .core.uncertainty import ErrorFloor
 from .preprocess.redshift import RedshiftSetup, on_setup_grid, scaled_inputs, setup_of
 from .templates import TemplateSet, refine_redshifts
 
@@ -189,6 +192,8 @@ def redshifts_from_model(model: torch.nn.Module, info: dict, flux: np.ndarray, i
                                fine_stride=int(options.get("fine_stride", 2)),
                                fine_steps=int(options.get("fine_steps", 7)), n_poly=int(options.get("n_poly", 3)))
         z, z_err, dchi2 = fit.z, fit.z_err, fit.delta_chi2
+        if "error_model" in info:  # curvature errors miss template and LSF mismatch: rescale + floor
+            z_err = ErrorFloor.from_dict(info["error_model"]).apply(z_err, 1.0 + z)
         flag |= np.where(np.nan_to_num(dchi2, nan=0.0, posinf=np.inf) < 9.0, FLAGS["SMALL_DELTA_CHI2"], 0)
         flag |= np.where(fit.edge, FLAGS["EDGE"], 0)
     else:

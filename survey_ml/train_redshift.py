@@ -41,7 +41,7 @@ from .train import load_recipe, split_indices
 from .training_loop import train_epochs
 
 __all__ = ["RedshiftSet", "make_redshift_set", "cached_redshift_set", "observe_setup", "RedshiftTrainConfig",
-           "train_redshift_model", "train_redshift_task", "setup_native_wavelength"]
+           "train_redshift_model", "train_redshift_task", "setup_native_wavelength", "calibrate_redshift_errors"]
 
 
 @dataclass
@@ -64,14 +64,19 @@ def setup_native_wavelength(setup: str) -> np.ndarray:
 
 
 def observe_setup(rest_wave: np.ndarray, rest_flux: np.ndarray, z: float, snr_r: float, rng: np.random.Generator,
-                  setup: str) -> tuple[np.ndarray, np.ndarray]:
-    """One library spectrum observed with a setup's instrument: (flux, ivar) on its native grid."""
+                  setup: str, instrument: str = "lamost") -> tuple[np.ndarray, np.ndarray]:
+    """One library spectrum observed with a setup's instrument: (flux, ivar) on its native grid.
+
+    ``instrument`` picks the LAMOST model (:data:`survey_ml.train.INSTRUMENTS`: ``lamost``
+    nominal, ``randomised`` for shifted held-out sets); DEIMOS has one.
+    """
     from .simulate.deimos import observe_deimos
-    from .simulate.observe import LamostInstrument, observe_lamost
+    from .simulate.observe import observe_lamost
+    from .train import INSTRUMENTS
 
     if setup_of(setup).name == "deimos":
         return observe_deimos(rest_wave, rest_flux, z, rng)
-    spec, _ = observe_lamost(rest_wave, rest_flux, z, snr_r, rng, 0, LamostInstrument())
+    spec, _ = observe_lamost(rest_wave, rest_flux, z, snr_r, rng, 0, INSTRUMENTS[instrument]())
     n = setup_of(setup).grid.n_pix
     flux, ivar = np.zeros(n, np.float32), np.zeros(n, np.float32)
     flux[: spec.flux.size] = spec.flux
@@ -79,7 +84,8 @@ def observe_setup(rest_wave: np.ndarray, rest_flux: np.ndarray, z: float, snr_r:
     return flux, ivar
 
 
-def _observe_block(plan: pd.DataFrame, library_path: str, setup: str) -> tuple[np.ndarray, np.ndarray]:
+def _observe_block(plan: pd.DataFrame, library_path: str, setup: str, instrument: str = "lamost"
+                   ) -> tuple[np.ndarray, np.ndarray]:
     """Observe one block of plan rows (runs on a worker)."""
     from .simulate.library import open_library
 
@@ -87,12 +93,14 @@ def _observe_block(plan: pd.DataFrame, library_path: str, setup: str) -> tuple[n
     rows = np.sort(plan["library_row"].unique())
     rest = dict(zip(rows, library.flux(rows)))
     pairs = [observe_setup(library.wave, rest[r.library_row], r.z_true, r.snr_r_requested,
-                           np.random.default_rng(r.noise_seed), setup) for r in plan.itertuples(index=False)]
+                           np.random.default_rng(r.noise_seed), setup, instrument)
+             for r in plan.itertuples(index=False)]
     return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
 
 
 def make_redshift_set(library, n: int, setup: str, seed: int = 0, z_range: tuple[float, float] | None = None,
-                      plan=None, client=None, block_size: int = 250, progress: bool = False) -> RedshiftSet:
+                      plan=None, client=None, block_size: int = 250, progress: bool = False,
+                      instrument: str = "lamost") -> RedshiftSet:
     """``n`` spectra of library rows observed with a setup's instrument.
 
     Parameters
@@ -110,6 +118,8 @@ def make_redshift_set(library, n: int, setup: str, seed: int = 0, z_range: tuple
         on LAMOST, where the luminosity distance vanishes at z = 0).
     plan : survey_ml.simulate.release.ObservationPlan, optional
         Draw z (and S/N_r) from a release plan instead (held-out sets shaped like a release).
+    instrument : str
+        LAMOST observation model, ``lamost`` or ``randomised`` (:func:`observe_setup`).
     client : distributed.Client, optional
     block_size : int
     progress : bool
@@ -129,7 +139,7 @@ def make_redshift_set(library, n: int, setup: str, seed: int = 0, z_range: tuple
         draws["z_true"] = np.clip(draws["z_true"], 0.002, None)
     pool = library.truth.index[library.truth["ok"]].to_numpy()
     draws["library_row"] = pool[draws["library_row"].to_numpy()]
-    blocks = [(draws.iloc[a: a + block_size], str(library.path), s.name) for a in range(0, n, block_size)]
+    blocks = [(draws.iloc[a: a + block_size], str(library.path), s.name, instrument) for a in range(0, n, block_size)]
     parts = run_blocks(_observe_block, blocks, client, desc=f"{s.name} spectra", progress=progress)
     truth = draws[["obsid", "library_row", "z_true", "snr_r_requested"]].merge(
         library.truth.rename(columns={"row": "library_row"}), on="library_row", how="left")
@@ -264,6 +274,75 @@ def test_figures(data: RedshiftSet, index: np.ndarray, weights: str | os.PathLik
     return test
 
 
+def calibrate_redshift_errors(weights: str | os.PathLike, recipe: dict[str, Any] | str = "redshift", client=None,
+                              cache_dir: str | os.PathLike | None = None, progress: bool = False) -> dict[str, Any]:
+    """Fit ``z_cnn_err``'s scale and floor on a recipe's ``[uncertainty]`` set; store it in the weights.
+
+    The set is shifted from the training one - other galaxies (its own library, by default
+    the ``broad`` priors), the ``randomised`` LAMOST instrument, redshifts and S/N_r drawn
+    like a release (the recipe's ``release``, default dr10). Its spectra run through
+    :func:`survey_ml.redshift.redshifts_from_model` exactly as run-catalog runs them, with
+    the refinement's raw curvature errors; an :class:`~survey_ml.core.uncertainty.ErrorFloor`
+    is fitted on the rows that are not catastrophic (``|dz| / (1 + z) < 0.01``; those are
+    what ``z_cnn_flag`` is for) and written into the weights file as ``error_model``.
+
+    Parameters
+    ----------
+    weights : path
+        A PDF-network weights file (rewritten in place, its network untouched).
+    recipe : dict or str
+        The recipe (or its name / path) whose ``[uncertainty]`` table names the set:
+        ``n``, ``seed``, ``instrument``, ``library = {n, seed, priors}``.
+    client, cache_dir, progress
+        As :func:`train_redshift_task`.
+
+    Returns
+    -------
+    dict
+        ``error_model`` and the set's coverage and NMAD before and after.
+    """
+    from .core.uncertainty import ErrorFloor, GAUSS_COVERAGE, coverage
+    from .infer import load_model, save_weights, weights_sha256
+    from .metrics import nmad, outlier_fraction
+    from .redshift import redshifts_from_model
+    from .simulate.library import LibraryConfig, build_library
+    from .simulate.release import ObservationPlan
+    from .spec import load_release_spec
+
+    recipe = load_recipe(recipe) if isinstance(recipe, (str, os.PathLike)) else recipe
+    table = recipe["uncertainty"]
+    lib = table["library"]
+    library = build_library(LibraryConfig(n=int(lib["n"]), seed=int(lib["seed"]), priors=str(lib.get("priors", "survey"))),
+                            cache_dir=cache_dir, client=client, progress=progress)
+    plan = ObservationPlan.from_spec(load_release_spec(recipe.get("release", "dr10")))
+    data = cached_redshift_set(library, int(table["n"]), recipe["setup"], int(table["seed"]), client=client,
+                               progress=progress, plan=plan, instrument=str(table.get("instrument", "randomised")))
+    model, info = load_model(weights, "cpu")
+    raw_info = {k: v for k, v in info.items() if k != "error_model"}
+    mask = (data.ivar <= 0).astype(np.uint8)
+    frame = redshifts_from_model(model, raw_info, data.flux, data.ivar, mask, data.wavelength, refine=True)
+    z_true = data.truth["z_true"].to_numpy(float)
+    z, err = frame["z_cnn"].to_numpy(float), frame["z_cnn_err"].to_numpy(float)
+    dz = z - z_true
+    fine = np.isfinite(dz) & np.isfinite(err) & (np.abs(dz) / (1 + z_true) < 0.01)
+    error_model = ErrorFloor.fit(dz[fine], err[fine], 1.0 + z_true[fine])
+    calibrated = error_model.apply(err, 1.0 + z)
+    ok = np.isfinite(dz) & np.isfinite(err)
+    figures = {"library": library.path.name, "n": int(ok.sum()), "n_fit": int(fine.sum()),
+               "nmad": nmad(z_true[ok], z[ok]), "eta": outlier_fraction(z_true[ok], z[ok]),
+               "raw": {f"within_{k}sigma": coverage(dz[ok], err[ok], k) for k in GAUSS_COVERAGE},
+               "calibrated": {f"within_{k}sigma": coverage(dz[ok], calibrated[ok], k) for k in GAUSS_COVERAGE},
+               "error_model": error_model.to_dict()}
+    payload = torch.load(weights, map_location="cpu", weights_only=True)
+    payload["error_model"] = error_model.to_dict() | {"fitted_on": f"{library.path.name}, {int(table['n'])} spectra, "
+                                                                    f"seed {int(table['seed'])}, "
+                                                                    f"{table.get('instrument', 'randomised')} instrument"}
+    extra = {k: v for k, v in payload.items() if k not in ("task", "architecture", "config", "targets", "state_dict")}
+    save_weights(model.cpu(), weights, payload["task"], payload["targets"], extra=extra)
+    figures["weights_sha256"] = weights_sha256(weights)
+    return figures
+
+
 def train_redshift_task(task_or_path: str | os.PathLike = "redshift", out: str | os.PathLike | None = None,
                         client=None, cache_dir: str | os.PathLike | None = None, progress: bool = False
                         ) -> dict[str, Any]:
@@ -330,10 +409,15 @@ def train_redshift_task(task_or_path: str | os.PathLike = "redshift", out: str |
                          "n_spectra": int(len(x)), "best_epoch": result["best_epoch"],
                          "seconds": {"library": t_library, "training_set": t_data, "training": result["seconds"]}}
     save_weights(model, out, "redshift", ["z"], extra=extra)
+    calibration = None
+    if config.network == "pdf" and "uncertainty" in recipe:
+        calibration = calibrate_redshift_errors(out, recipe, client=client, cache_dir=cache_dir, progress=progress)
     test = test_figures(data, te, out, config.network)
     report = {"recipe": {k: v for k, v in recipe.items() if k != "recipe_path"}, **extra["training"],
               "n_train": int(len(result["train_index"])), "n_val": int(len(result["val_index"])), "n_test": int(len(te)),
               "epochs_run": len(result["history"]), "test": test, "history": result["history"],
               "weights_sha256": weights_sha256(out)}
+    if calibration is not None:
+        report["calibration"] = calibration
     Path(out).with_suffix(".json").write_text(json.dumps(report, indent=1, default=float) + "\n")
     return report

@@ -119,7 +119,8 @@ def test_a_recipe_trains_weights_that_predict(tmp_path):
 
     recipe = (WEIGHTS_DIR / "redshift.toml").read_text()
     for old, new in (("n = 4000 ", "n = 12 "), ("n = 40000", "n = 120"), ("epochs = 14", "epochs = 2"),
-                     ("n_spectra = 2000", "n_spectra = 10"), ("n_components = 8", "n_components = 4")):
+                     ("n_spectra = 2000", "n_spectra = 10"), ("n_components = 8", "n_components = 4"),
+                     ("n = 6000", "n = 60"), ("library = { n = 4000,", "library = { n = 12,")):
         assert old in recipe
         recipe = recipe.replace(old, new)
     path = tmp_path / "tiny.toml"
@@ -130,6 +131,10 @@ def test_a_recipe_trains_weights_that_predict(tmp_path):
     model, info = load_model(tmp_path / "tiny.pt", "cpu")
     assert info["setup"] == "lamost" and tuple(info["templates"]["components"].shape)[0] == 4
     assert (tmp_path / "tiny.json").is_file() and set(report["test"]) == {"network", "refined"}
+    # the error model of the shifted set is in the weights, and run-catalog's path applies it
+    scale, floor = info["error_model"]["scale"], info["error_model"]["floor"]
+    assert scale > 0 and floor >= 0 and report["calibration"]["n"] > 0
+    assert report["calibration"]["error_model"] == {"scale": scale, "floor": floor}
 
 
 def test_pdf_candidates_respect_the_separation_and_order():

@@ -1,0 +1,130 @@
+"""The reverse leg of cross-simulation validation: train on the independent generator, test on ours.
+
+``bench/cross_sim.py`` runs the shipped networks (trained on survey_ml's own simulator) on a
+release from :mod:`survey_ml.simulate.crosscheck`. This script does the other direction:
+it trains the metallicity CNN and the star-forming classifier on a (large) crosscheck
+release, with the architecture and training settings of the shipped recipes, and writes
+``metallicity.pt`` / ``sfclass.pt`` into a folder that ``cross_sim.py --weights NAME=DIR``
+then runs on both mocks - survey_ml's own generator being, for these networks, the unseen one.
+
+The training inputs are what run-catalog feeds the networks: the release is ingested into
+a Zarr store (the same readers and store) and each block goes through
+:func:`survey_ml.preprocess.spectra.model_inputs`. Rows:
+
+* metallicity: star-forming hosts of the crosscheck truth with EW(H-alpha) >= 3 A (the
+  analogue of the shipped recipe's ``young`` rows), true 12+log(O/H) as the target;
+* sfclass: balanced halves of the crosscheck ``starforming`` label (BPT star-forming and
+  EW(H-alpha) >= 3 A) and its complement.
+
+The weights carry no uncertainty model (that needs a third, shifted set): their
+``oh12_err`` is the network's own heteroscedastic sigma.
+
+Usage::
+
+    python -m survey_ml.simulate.crosscheck /data/crosscheck-train --n 20000 --seed 101
+    python bench/cross_train.py /data/crosscheck-train --out /data/weights-crosscheck
+    python bench/cross_sim.py --crosscheck /data/crosscheck-2000 --weights shipped= \
+        --weights crosscheck_trained=/data/weights-crosscheck
+
+Prints JSON (the training figures) and keeps ``bench/results/cross_train.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+try:
+    from bench._common import emit
+except ImportError:  # run as a script: bench/ is on sys.path, the repository root is not
+    from _common import emit
+
+
+def release_inputs(store: Path) -> tuple[np.ndarray, pd.DataFrame]:
+    """Network inputs (n, 2, 4201) of every ``ok`` row of an ingested store, and those rows."""
+    from survey_ml.preprocess.spectra import model_inputs
+    from survey_ml.store import open_release
+
+    release = open_release(store)
+    wavelength = release.wavelength()
+    rows = release.rows
+    parts, keep = [], []
+    for start, stop in release.block_bounds():
+        good = (rows["status"].iloc[start:stop] == "ok").to_numpy()
+        if not good.any():
+            continue
+        block = release.read_block(start, stop, ["flux", "ivar", "mask"])
+        parts.append(model_inputs(block["flux"][good], block["ivar"][good], block["mask"][good], wavelength,
+                                  in_channels=2))
+        keep.append(np.arange(start, stop)[good])
+    return np.concatenate(parts), rows.iloc[np.concatenate(keep)].reset_index(drop=True)
+
+
+def train_one(task: str, x: np.ndarray, y: np.ndarray, out: Path, epochs: int | None) -> dict:
+    """Train ``task`` with its shipped recipe's settings on (x, y); write the weights; test figures."""
+    from survey_ml.infer import forward_batches, save_weights, weights_sha256
+    from survey_ml.train import evaluate, load_recipe, recipe_config, train_model
+
+    config = recipe_config(load_recipe(task))
+    if epochs:
+        config = replace(config, epochs=epochs)
+    result = train_model(x, y, config, progress=True)
+    test = result.test_index
+    pred = forward_batches(result.model, x[test])
+    truth = pd.DataFrame({"starforming" if task == "sfclass" else "oh12": y[test]})
+    figures = evaluate(task, pred, truth)
+    targets = ["starforming", "not_starforming"] if task == "sfclass" else ["oh12"]
+    path = out / f"{task}.pt"
+    report = {"n_spectra": int(len(x)), "n_train": int(len(result.train_index)), "best_epoch": result.best_epoch,
+              "epochs_run": len(result.history), "seconds": round(result.seconds, 1),
+              "test_on_crosscheck": figures}
+    save_weights(result.model, path, task, targets, extra={"training": report | {"generator": "crosscheck"}})
+    return report | {"weights_sha256": weights_sha256(path)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("release", help="a release written by survey_ml.simulate.crosscheck (the training set)")
+    parser.add_argument("--out", required=True, help="folder for metallicity.pt and sfclass.pt")
+    parser.add_argument("--store", default=None, help="Zarr store to ingest into (default OUT/store)")
+    parser.add_argument("--epochs", type=int, default=None, help="override the recipes' epochs")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the balanced sfclass draw")
+    args = parser.parse_args()
+
+    from survey_ml.cluster import connect
+    from survey_ml.store import ingest
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    release_dir = Path(args.release)
+    t0 = time.perf_counter()
+    client = connect(dashboard_address="127.0.0.1:0", quiet=True)
+    try:
+        ingest(release_dir / "spectra", args.store or out / "store", "crosscheck", client=client)
+    finally:
+        client.close()
+    x, rows = release_inputs(Path(args.store or out / "store"))
+    truth = pd.read_parquet(release_dir / "truth.parquet").drop_duplicates("obsid").set_index("obsid")
+    truth = truth.loc[rows["obsid"].to_numpy()].reset_index()
+    t_inputs = time.perf_counter() - t0
+
+    young = (truth["starforming_host"].to_numpy(bool) & (truth["ha_ew"].to_numpy(float) >= 3.0)
+             & np.isfinite(truth["oh12"].to_numpy(float)))
+    figures = {"release": str(release_dir), "n_rows": int(len(x)), "seconds_inputs": round(t_inputs, 1)}
+    figures["metallicity"] = train_one("metallicity", x[young], truth["oh12"].to_numpy(float)[young], out, args.epochs)
+
+    label = truth["starforming"].to_numpy(bool)
+    rng = np.random.default_rng(args.seed)
+    half = min(label.sum(), (~label).sum())
+    rows_sf = np.concatenate([rng.choice(np.flatnonzero(label), half, replace=False),
+                              rng.choice(np.flatnonzero(~label), half, replace=False)])
+    figures["sfclass"] = train_one("sfclass", x[rows_sf], label[rows_sf], out, args.epochs)
+    emit("cross_train", figures)
+
+
+if __name__ == "__main__":
+    main()
