@@ -192,7 +192,7 @@ def cmd_run_catalog(args: argparse.Namespace) -> int:
     client = _connect(args)
     try:
         report = run_catalog(args.release, input=args.input, store=args.store, out=args.out, client=client,
-                             masses=args.masses, n_mock=args.n_mock, catalogue=args.catalogue,
+                             masses=args.masses, n_mock=args.n_mock, catalogue=args.catalogue, truth=args.truth,
                              tasks=args.tasks.split(",") if args.tasks else None, progress=True)
     finally:
         client.close()
@@ -257,6 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--masses", default=None,
                    help="stellar-mass table for the MZR (obsid or ra/dec + log_mstar or MPA-JHU lgm_fib_p50)")
     p.add_argument("--n-mock", type=int, default=None, help="size of the default mock release")
+    p.add_argument("--truth", default=None,
+                   help="truth table of a mock --input, for the report's predicted-vs-true and error-coverage "
+                        "figures (default: truth.parquet in the --input folder, if there is one)")
     p.add_argument("--catalogue", default=None,
                    help="IFU releases: DRPall (MaNGA) or SAMI catalogue to join (default: the spec's, in --input)")
     p.add_argument("--tasks", default=None,

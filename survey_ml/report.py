@@ -187,8 +187,72 @@ def _spectra_figures(catalog: pd.DataFrame, truth: pd.DataFrame | None) -> list[
                 ax.set_title(_residual_title("dz/(1+z)" if label == "z" else label, resid) + f"\n({which})",
                              fontsize=8)
             fig.tight_layout()
-            figures.append(("Predicted against true values (mock release truth table, matched by obsid)", _png(fig)))
+            caption = "Predicted against true values (mock release truth table, matched by obsid)"
+            if "p_starforming" in catalog and "starforming" in matched:
+                p_sf = catalog["p_starforming"].to_numpy(float)
+                label = matched["starforming"].to_numpy()
+                known = np.isfinite(p_sf) & pd.notna(label)
+                if known.any():
+                    hit = (p_sf[known] >= 0.5) == label[known].astype(bool)
+                    caption += (f"; P(star-forming) >= 0.5 agrees with the truth label (BPT star-forming and "
+                                f"EW(H-alpha) >= 3 A) for {hit.mean():.1%} of {int(known.sum())} rows")
+            figures.append((caption, _png(fig)))
+        coverage_figure = _coverage_figure(plt, catalog, matched, oh12, predicted)
+        if coverage_figure is not None:
+            figures.append(coverage_figure)
     return figures
+
+
+def coverage_curve(residual: np.ndarray, sigma: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """Share of rows with ``|residual| < k sigma`` at each ``k`` (finite rows only).
+
+    For honest Gaussian errors it follows ``erf(k / sqrt(2))``: 68.3% at 1, 95.4% at 2.
+
+    Examples
+    --------
+    >>> coverage_curve(np.array([0.5, -1.5, 2.5, 0.1]), np.ones(4), np.array([1.0, 2.0, 3.0])).tolist()
+    [0.5, 0.75, 1.0]
+    """
+    ok = np.isfinite(residual) & np.isfinite(sigma) & (sigma > 0)
+    pull = np.abs(residual[ok]) / sigma[ok]
+    if not pull.size:
+        return np.full(len(k), np.nan)
+    return (pull[None, :] < np.asarray(k, float)[:, None]).mean(axis=1)
+
+
+def _coverage_figure(plt, catalog: pd.DataFrame, matched: pd.DataFrame, oh12: np.ndarray,
+                     predicted: np.ndarray) -> tuple[str, bytes] | None:
+    """Share of true values within k quoted errors against k, for oh12_err and z_cnn_err."""
+    from math import erf, sqrt
+
+    curves = []
+    if "oh12" in matched and "oh12_err" in catalog:
+        true_sf = matched["starforming"].fillna(False).to_numpy(bool) if "starforming" in matched \
+            else np.ones(len(matched), bool)
+        use = predicted & true_sf
+        curves.append(("oh12_err (true star-forming)", oh12[use] - matched["oh12"].to_numpy(float)[use],
+                       catalog["oh12_err"].to_numpy(float)[use]))
+    z_true = next((c for c in ("z_true", "z") if c in matched), None)
+    if z_true is not None and "z_cnn_err" in catalog:
+        curves.append(("z_cnn_err (every row)", catalog["z_cnn"].to_numpy(float) - matched[z_true].to_numpy(float),
+                       catalog["z_cnn_err"].to_numpy(float)))
+    k = np.linspace(0.0, 3.5, 71)
+    curves = [(name, coverage_curve(r, e, k), coverage_curve(r, e, np.array([1.0, 2.0]))) for name, r, e in curves]
+    curves = [c for c in curves if np.isfinite(c[1]).any()]
+    if not curves:
+        return None
+    fig, ax = plt.subplots(figsize=(6.2, 4.6))
+    ax.plot(k, [erf(v / sqrt(2.0)) for v in k], "k--", lw=1, label="Gaussian: 68.3% at 1, 95.4% at 2")
+    for name, curve, at in curves:
+        ax.plot(k, curve, lw=1.6, label=f"{name}: {at[0]:.1%} at 1, {at[1]:.1%} at 2")
+    ax.set_xlabel("k (multiples of the quoted 1-sigma error)")
+    ax.set_ylabel("share of rows with |predicted - true| < k sigma")
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return ("Coverage of the quoted errors against the truth table: on the dashed line the error bars mean what "
+            "they say; below it they are too small", _png(fig))
 
 
 _IFU_TRUTH = {"vmax_kms": "vmax_kms", "v22_kms": "v22_kms", "inclination_deg": "inc_deg"}

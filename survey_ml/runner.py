@@ -106,7 +106,8 @@ def run_catalog(release: str | os.PathLike | dict[str, Any] = "dr10", *, input: 
                 store: str | os.PathLike | None = None, out: str | os.PathLike | None = None, client=None,
                 masses: str | os.PathLike | None = None, weights: dict[str, str] | None = None,
                 tasks: Sequence[str | Task] | None = None, n_mock: int | None = None,
-                catalogue: str | os.PathLike | None = None, progress: bool = True) -> RunReport:
+                catalogue: str | os.PathLike | None = None, truth: str | os.PathLike | None = None,
+                progress: bool = True) -> RunReport:
     """Run a release spec end to end: (mock or ingest) -> tasks per block -> catalog -> relations -> report.
 
     Parameters
@@ -133,6 +134,10 @@ def run_catalog(release: str | os.PathLike | dict[str, Any] = "dr10", *, input: 
         Size of the default mock release.
     catalogue : path, optional
         IFU releases: the DRPall / SAMI catalogue to join (default: the spec's, inside ``input``).
+    truth : path, optional
+        Truth table of a mock ``input`` (Parquet / CSV / FITS), for the report's predicted-vs-true
+        and error-coverage figures only; default ``truth.parquet`` inside an ``input`` folder that
+        has one (what ``survey-ml simulate`` and ``simulate.crosscheck`` write). Never used for masses.
     progress : bool
         Progress bars.
     """
@@ -149,7 +154,7 @@ def run_catalog(release: str | os.PathLike | dict[str, Any] = "dr10", *, input: 
     client = connect(quiet=not progress) if own_client else current_client(client)
     journal = RunJournal(out, name, catalog_dir)
     try:
-        report, catalog, truth, built = _run(spec, name, out, catalog_dir, input, store, client, masses, weights, tasks,
+        report, catalog, run_truth, built = _run(spec, name, out, catalog_dir, input, store, client, masses, weights, tasks,
                                       n_mock, catalogue, progress, journal)
         report.dashboard = getattr(client, "dashboard_link", None)
         report.provenance |= {"python": platform.python_version(), "dask": dask.__version__}
@@ -157,7 +162,9 @@ def run_catalog(release: str | os.PathLike | dict[str, Any] = "dr10", *, input: 
         report.outputs["html"] = str(out / "report.html")
         (out / "report.json").write_text(json.dumps(report.to_dict(), indent=1, default=str) + "\n")
         journal.stage("report")
-        write_html_report(out, report.to_dict(), truth=truth, catalog=catalog,
+        if truth is None and input is not None and (Path(input) / "truth.parquet").is_file():
+            truth = Path(input) / "truth.parquet"
+        write_html_report(out, report.to_dict(), truth=truth or run_truth, catalog=catalog,
                           figures_from_tasks=[f for task in built for f in task.figures(catalog)])
         journal.finish(report.outputs)
         return report

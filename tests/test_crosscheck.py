@@ -71,3 +71,7 @@ def test_run_catalog_reads_the_crosscheck_release(crosscheck_release, tmp_path, 
     assert inside.sum() >= 8
     assert np.isfinite(catalog.loc[inside, "oh12"]).all() and (catalog.loc[inside, "oh12_err"] > 0).all()
     assert np.abs(catalog.loc[inside, "oh12"].to_numpy() - truth["oh12"].to_numpy()[inside]).max() < 1.5
+    # the truth.parquet beside the input feeds the report's predicted-vs-true and coverage figures
+    html = (tmp_path / "run" / "report.html").read_text()
+    assert "Predicted against true values" in html and "Coverage of the quoted errors" in html
+    assert "agrees with the truth label" in html
