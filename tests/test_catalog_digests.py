@@ -7,7 +7,8 @@ import numpy as np
 
 from tests.catalog_digests import DIGESTS, catalog_digest, fixed_runs
 
-#: Columns added on purpose since the digests were recorded (release -> names).
+#: Columns added on purpose since the digests were first recorded (release -> names); a recording
+#: made since may hold them too (re-recorded 2026-12-05 for the issue-15 weights).
 ADDED: dict[str, set[str]] = {"dr10": {"z_cnn_pmax",        # the redshift task's 5th column, once dropped
                                        "oh12_ood", "oh12_ood_flag"}}  # issue 15: OOD score of the metallicity network
 
@@ -22,7 +23,7 @@ def test_fixed_runs_give_the_recorded_catalogs(tmp_path, client):
         assert (catalog["status"] != "ok").sum() >= 3, release
         digest = catalog_digest(catalog)
         added = ADDED.get(release, set())
-        assert [c for c in digest if c not in added] == list(recorded[release]), release
-        changed = [c for c, d in recorded[release].items() if digest[c] != d]
+        assert [c for c in digest if c not in added] == [c for c in recorded[release] if c not in added], release
+        changed = [c for c, d in recorded[release].items() if c in digest and digest[c] != d]
         assert changed == [], f"{release}: values changed in {changed}"
     assert np.array_equal(runs["dr10"]["row"], np.arange(300))

@@ -4,8 +4,14 @@ The shipped classifier (:class:`survey_ml.models.spectral_cnn.SpectralCNN` with 
 outputs: star-forming, not) reads the same model-grid inputs as the metallicity network.
 ``p_starforming`` is their normalised ratio; ``sf_flag`` is ``p_starforming >= confidence``
 (the published rule: 0.85). What "star-forming" means is the label the training library
-gives (:func:`survey_ml.simulate.library.classify_bpt`: the BPT star-forming region, below
-Kauffmann et al. 2003, with H-alpha detected).
+gives (:func:`survey_ml.simulate.library.classify_bpt`), computed from the noise-free line
+fluxes: log [NII]/H-alpha and log [OIII]/H-beta below the Kauffmann et al. (2003) line
+(and log [NII]/H-alpha < 0.05) **and** EW(H-alpha) >= 3 A - the analogue of MPA-JHU
+BPTCLASS = 1. Composites (between Kauffmann 2003 and Kewley et al. 2001), AGN and galaxies
+with EW(H-alpha) < 3 A are "not star-forming", even with ongoing star formation: it is a
+line-ratio class, not a specific-SFR cut. The independent generator
+(:mod:`survey_ml.simulate.crosscheck`) computes the same label with its own line and
+continuum measurement, and ``bench/cross_sim.py`` scores the classifier against it.
 """
 from __future__ import annotations
 
@@ -33,7 +39,7 @@ class StarFormingClass(ModelGridTask):
     Options = StarFormingOptions
     default_weights = "sfclass.pt"
     columns = (
-        Column("p_starforming", "float32", "", "probability that the galaxy is star-forming (BPT region)"),
+        Column("p_starforming", "float32", "", "probability that the galaxy's lines are BPT star-forming: below Kauffmann et al. (2003) and EW(H-alpha) >= 3 A (MPA-JHU BPTCLASS 1)"),
         Column("sf_flag", "bool", "", "p_starforming >= confidence (0.85, the published rule)"),
     )
 
