@@ -21,8 +21,11 @@ The weights carry no uncertainty model (that needs a third, shifted set): their
 
 Usage::
 
-    python -m survey_ml.simulate.crosscheck /data/crosscheck-train --n 20000 --seed 101
-    python bench/cross_train.py /data/crosscheck-train --out /data/weights-crosscheck
+    for k in 0 1 2 3 4; do      # parts of 4,000: one process each keeps the bagpipes workers small
+        python -m survey_ml.simulate.crosscheck /data/xc-train/part$k --n 4000 --seed $((101 + k)) \
+            --first-obsid $((6000000 + 100000 * k))
+    done
+    python bench/cross_train.py /data/xc-train/part* --out /data/weights-crosscheck
     python bench/cross_sim.py --crosscheck /data/crosscheck-2000 --weights shipped= \
         --weights crosscheck_trained=/data/weights-crosscheck
 
@@ -88,7 +91,9 @@ def train_one(task: str, x: np.ndarray, y: np.ndarray, out: Path, epochs: int | 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("release", help="a release written by survey_ml.simulate.crosscheck (the training set)")
+    parser.add_argument("release", nargs="+",
+                        help="releases written by survey_ml.simulate.crosscheck (the training set; parts of one "
+                             "large set need distinct --first-obsid ranges)")
     parser.add_argument("--out", required=True, help="folder for metallicity.pt and sfclass.pt")
     parser.add_argument("--store", default=None, help="Zarr store to ingest into (default OUT/store)")
     parser.add_argument("--epochs", type=int, default=None, help="override the recipes' epochs")
@@ -100,21 +105,25 @@ def main() -> None:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    release_dir = Path(args.release)
+    releases = [Path(r) for r in args.release]
     t0 = time.perf_counter()
     client = connect(dashboard_address="127.0.0.1:0", quiet=True)
     try:
-        ingest(release_dir / "spectra", args.store or out / "store", "crosscheck", client=client)
+        ingest([f for r in releases for f in sorted((r / "spectra").glob("spec-*.fits*"))],
+               args.store or out / "store", "crosscheck", client=client)
     finally:
         client.close()
     x, rows = release_inputs(Path(args.store or out / "store"))
-    truth = pd.read_parquet(release_dir / "truth.parquet").drop_duplicates("obsid").set_index("obsid")
-    truth = truth.loc[rows["obsid"].to_numpy()].reset_index()
+    truth = pd.concat([pd.read_parquet(r / "truth.parquet") for r in releases], ignore_index=True)
+    if truth["obsid"].duplicated().any():
+        raise ValueError(f"obsids repeat across {', '.join(map(str, releases))}: write the parts with distinct "
+                         "--first-obsid")
+    truth = truth.set_index("obsid").loc[rows["obsid"].to_numpy()].reset_index()
     t_inputs = time.perf_counter() - t0
 
     young = (truth["starforming_host"].to_numpy(bool) & (truth["ha_ew"].to_numpy(float) >= 3.0)
              & np.isfinite(truth["oh12"].to_numpy(float)))
-    figures = {"release": str(release_dir), "n_rows": int(len(x)), "seconds_inputs": round(t_inputs, 1)}
+    figures = {"releases": [str(r) for r in releases], "n_rows": int(len(x)), "seconds_inputs": round(t_inputs, 1)}
     figures["metallicity"] = train_one("metallicity", x[young], truth["oh12"].to_numpy(float)[young], out, args.epochs)
 
     label = truth["starforming"].to_numpy(bool)

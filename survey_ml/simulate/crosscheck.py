@@ -100,6 +100,7 @@ class CrosscheckConfig:
     snr_range: tuple[float, float] = (3.0, 40.0)
     wrong_z_fraction: float = 0.01
     block_size: int = 100
+    first_obsid: int = 5_000_000   #: obsids are first_obsid + 0..n-1 (parts of one big set: distinct ranges)
 
 
 # --------------------------------------------------------------------------- priors
@@ -163,7 +164,8 @@ def draw_observations(config: CrosscheckConfig) -> pd.DataFrame:
     z = np.interp(rng.random(n), (cdf - cdf[0]) / (cdf[-1] - cdf[0]), grid)
     wrong = rng.random(n) < config.wrong_z_fraction
     z_cat = np.where(wrong, rng.uniform(0.0, 0.5, n), z + rng.normal(0.0, 4e-5 * (1 + z)))
-    return pd.DataFrame({"obsid": 5_000_000 + np.arange(n), "z": z, "z_catalogue": z_cat, "z_catalogue_wrong": wrong,
+    return pd.DataFrame({"obsid": config.first_obsid + np.arange(n), "z": z, "z_catalogue": z_cat,
+                         "z_catalogue_wrong": wrong,
                          "snr_r_target": np.exp(rng.uniform(*np.log(config.snr_range), n)),
                          "noise_seed": rng.integers(0, 2**62, n)})
 
@@ -391,12 +393,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--first-obsid", type=int, default=5_000_000,
+                        help="obsid of the first spectrum (give parts of one large set distinct ranges)")
     args = parser.parse_args(argv)
     from distributed import Client, LocalCluster
 
     with LocalCluster(n_workers=args.workers, threads_per_worker=1, memory_limit="4GiB") as cluster, \
             Client(cluster) as client:
-        root = write_crosscheck_release(args.out, CrosscheckConfig(n=args.n, seed=args.seed), client=client,
+        config = CrosscheckConfig(n=args.n, seed=args.seed, first_obsid=args.first_obsid)
+        root = write_crosscheck_release(args.out, config, client=client,
                                         progress=True)
     print(root)
 
