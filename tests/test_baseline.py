@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 
 from survey_ml.core.calibrations import PP04_N2_SIGMA, PP04_O3N2_SIGMA, pp04_n2, pp04_o3n2
-from survey_ml.core.line_fit import (BALMER_ABSORPTION_FWHM, BALMER_ABSORPTION_WEIGHTS, LINE_NAMES, LINE_WAVELENGTHS,
-                                     fit_strong_lines_block)
+from survey_ml.core.line_fit import (BALMER_ABSORPTION_FWHM, BALMER_ABSORPTION_WEIGHTS, EXTENDED_GROUPS, LINE_NAMES,
+                                     LINE_WAVELENGTHS, OII_3726_3729, fit_strong_lines_block)
 from survey_ml.core.line_fit_exact import fit_strong_lines
 from survey_ml.core.strong_lines import BASELINE_COLUMNS, BASELINE_STATUSES, strong_line_metallicity
 from survey_ml.simulate.parametric import make_lamost_spectrum
@@ -75,6 +75,35 @@ def test_noise_free_gaussian_lines_recovered_to_1_percent(z):
         assert fit[f"{group}_dv"] == pytest.approx(40.0, abs=1.0)
         assert fit[f"{group}_sigma"] == pytest.approx(90.0, abs=1.0)
         assert fit[f"{group}_rchi2"] < 1e-3
+
+
+@pytest.mark.parametrize("z", [0.05, 0.15])
+def test_extended_groups_measure_oii_and_sii(z):
+    """[OII] 3726+3729 (total, fixed 0.75 ratio) and both [SII] lines, beside the four baseline lines."""
+    lines = {**INJECTED, "oii3726": 120.0 * OII_3726_3729 / (1 + OII_3726_3729),
+             "oii3729": 120.0 / (1 + OII_3726_3729), "sii6717": 40.0, "sii6731": 29.0}
+    flux = gaussian_spectrum(lines, z, sigma_v=70.0, dv=-30.0)
+    ivar = np.full((2, WAVE.size), 1e2)
+    block = fit_strong_lines_block(WAVE, np.stack([flux, flux]), ivar, np.array([z, z]), groups=EXTENDED_GROUPS)
+    assert list(block["status"]) == ["ok", "ok"]
+    assert block["oii3727"][0] == pytest.approx(120.0, rel=1e-2)
+    assert block["sii6717"][0] == pytest.approx(40.0, rel=1e-2) and block["sii6731"][0] == pytest.approx(29.0, rel=1e-2)
+    for name in LINE_NAMES:
+        assert block[name][0] == pytest.approx(INJECTED[name], rel=1e-2)
+    assert block["sii_sigma"][0] == pytest.approx(70.0, abs=2.0) and block["oii_dv"][0] == pytest.approx(-30.0, abs=3.0)
+    # the baseline's default fit is unchanged: four lines, no [OII] / [SII] keys
+    assert "oii3727" not in fit_strong_lines_block(WAVE, flux[None], ivar[:1], np.array([z]))
+
+
+def test_masked_oii_is_nan_with_a_reason_and_the_rest_is_kept():
+    z = 0.05
+    flux = gaussian_spectrum(INJECTED, z)
+    ivar = np.full((1, WAVE.size), 1e2)
+    ivar[0, np.abs(WAVE - 3728.5 * (1 + z)) < 15.0] = 0.0        # a dead run of pixels over [OII]
+    block = fit_strong_lines_block(WAVE, flux[None], ivar, np.array([z]), groups=EXTENDED_GROUPS)
+    assert np.isnan(block["oii3727"][0]) and block["line_code"]["oii3727"][0] == "masked"
+    assert block["status"][0] == "partial" and "oii3727" in block["message"][0]
+    assert block["ha"][0] == pytest.approx(INJECTED["ha"], rel=1e-2)
 
 
 @pytest.mark.parametrize("z, sigma_v", [(0.05, 60.0), (0.2, 150.0)])

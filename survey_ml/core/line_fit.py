@@ -93,15 +93,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["fit_strong_lines_block", "LINE_WAVELENGTHS", "LINE_NAMES", "BALMER_ABSORPTION_FWHM",
-           "BALMER_ABSORPTION_WEIGHTS"]
+__all__ = ["fit_strong_lines_block", "LINE_WAVELENGTHS", "LINE_NAMES", "GROUPS", "EXTRA_GROUPS", "EXTENDED_GROUPS",
+           "BALMER_ABSORPTION_FWHM", "BALMER_ABSORPTION_WEIGHTS"]
 
 C_KMS = 299_792.458
 FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))  # 2.3548
 
 #: Vacuum rest wavelengths (A) of the lines fitted.
 LINE_WAVELENGTHS = {"hb": 4862.68, "oiii4959": 4960.30, "oiii5007": 5008.24, "nii6548": 6549.86,
-                    "ha": 6564.61, "nii6584": 6585.27}
+                    "ha": 6564.61, "nii6584": 6585.27,
+                    "oii3726": 3727.09, "oii3729": 3729.88, "sii6717": 6718.29, "sii6731": 6732.67}
 
 #: The four reported line fluxes.
 LINE_NAMES = ("hb", "oiii5007", "ha", "nii6584")
@@ -109,6 +110,9 @@ LINE_NAMES = ("hb", "oiii5007", "ha", "nii6584")
 #: Fixed doublet ratios (weak / strong line).
 OIII_4959_5007 = 1.0 / 2.98
 NII_6548_6584 = 1.0 / 3.05
+#: [OII] 3726 / 3729 flux ratio, fixed: the doublet is 2.8 A apart (unresolved at R ~ 1800), so
+#: only the sum is measured; 0.75 is the low-density limit's neighbourhood (n_e ~ 100 cm^-3).
+OII_3726_3729 = 0.75
 
 DV_MAX = 300.0      # km/s, bound on |dv|
 SIGMA_V_MAX = 500.0  # km/s, bound on the gas dispersion
@@ -140,7 +144,8 @@ class _LineGroup:
     rest: tuple[float, ...]      # rest wavelength of each line
     amp: tuple[int, ...]         # amplitude parameter each line scales with
     ratio: tuple[float, ...]     # line flux = ratio * amplitude
-    report: tuple[tuple[str, int], ...]  # (output name, line index); that line has ratio 1
+    report: tuple[tuple[str, int], ...]  # (output name, line index): reports that line's amplitude
+    #                                    parameter (its flux at ratio 1; [OII]: the doublet's total)
     absorption: float | None = None  # rest wavelength of a stellar Balmer absorption trough
 
     @property
@@ -180,6 +185,18 @@ GROUPS = (
     _LineGroup("ha", (_W["ha"], _W["nii6584"], _W["nii6548"]), (0, 1, 1), (1.0, 1.0, NII_6548_6584),
                (("ha", 0), ("nii6584", 1)), absorption=_W["ha"]),
 )
+
+#: The ionisation-sensitive lines (``fit_strong_lines_block(..., groups=EXTENDED_GROUPS)``):
+#: [OII] 3726+3729 (one amplitude, reported as the doublet's total ``oii3727``) and the
+#: [SII] 6717, 6731 doublet (two free amplitudes). With [OIII]/[OII] and [SII]/Halpha they
+#: break the log U - metallicity degeneracy of the BPT lines.
+EXTRA_GROUPS = (
+    _LineGroup("oii", (_W["oii3729"], _W["oii3726"]), (0, 0), (1.0 / (1.0 + OII_3726_3729),
+                                                                OII_3726_3729 / (1.0 + OII_3726_3729)),
+               (("oii3727", 0),)),
+    _LineGroup("sii", (_W["sii6717"], _W["sii6731"]), (0, 1), (1.0, 1.0), (("sii6717", 0), ("sii6731", 1))),
+)
+EXTENDED_GROUPS = GROUPS + EXTRA_GROUPS
 
 
 # ----------------------------------------------------------------------------- windows
@@ -492,16 +509,21 @@ def _covariance(win: _Windows, group: _LineGroup, theta: np.ndarray) -> np.ndarr
 # ----------------------------------------------------------------------------- results
 
 
-def _empty_result(n: int) -> dict[str, np.ndarray]:
+def _line_names(groups: tuple[_LineGroup, ...]) -> tuple[str, ...]:
+    return tuple(name for group in groups for name, _ in group.report)
+
+
+def _empty_result(n: int, groups: tuple[_LineGroup, ...] = GROUPS) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
-    for name in LINE_NAMES:
+    names = _line_names(groups)
+    for name in names:
         out[name] = np.full(n, np.nan)
         out[f"{name}_err"] = np.full(n, np.nan)
-    for group in GROUPS:
+    for group in groups:
         for key in ("dv", "sigma", "rchi2") + (("absorption",) if group.absorption is not None else ()):
             out[f"{group.name}_{key}"] = np.full(n, np.nan)
-    out["line_code"] = {name: np.full(n, "ok", dtype=object) for name in LINE_NAMES}
-    out["line_detail"] = {name: np.full(n, "", dtype=object) for name in LINE_NAMES}
+    out["line_code"] = {name: np.full(n, "ok", dtype=object) for name in names}
+    out["line_detail"] = {name: np.full(n, "", dtype=object) for name in names}
     return out
 
 
@@ -554,7 +576,8 @@ def _check_block(wavelength, flux, ivar, mask, z) -> tuple[np.ndarray, ...]:
 
 
 def fit_strong_lines_block(wavelength: np.ndarray, flux: np.ndarray, ivar: np.ndarray, z: np.ndarray,
-                           mask: np.ndarray | None = None, r_instrument: float = 1800.0) -> dict[str, np.ndarray]:
+                           mask: np.ndarray | None = None, r_instrument: float = 1800.0,
+                           groups: tuple[_LineGroup, ...] = GROUPS) -> dict[str, np.ndarray]:
     """Fit the strong lines of a block of spectra on one common grid, vectorised (fast path).
 
     Grid search in ``dv`` then ``sigma_v`` with closed-form linear parameters, then batched
@@ -575,6 +598,10 @@ def fit_strong_lines_block(wavelength: np.ndarray, flux: np.ndarray, ivar: np.nd
         (n, n_pix) pixel mask; non-zero marks a bad pixel.
     r_instrument : float
         Resolving power lambda / FWHM of the instrument.
+    groups : tuple
+        Line groups to fit: :data:`GROUPS` (the baseline's four lines) or
+        :data:`EXTENDED_GROUPS` (also ``oii3727``, ``sii6717``, ``sii6731``, with ``oii_*`` and
+        ``sii_*`` kinematics; ``status`` then counts all seven lines).
 
     Returns
     -------
@@ -595,24 +622,24 @@ def fit_strong_lines_block(wavelength: np.ndarray, flux: np.ndarray, ivar: np.nd
         increasing (bad pixels or redshifts never raise: they give NaN and a reason).
     """
     wave, flux, ivar, good, z = _check_block(wavelength, flux, ivar, mask, z)
-    out = _empty_result(flux.shape[0])
+    out = _empty_result(flux.shape[0], groups)
     if flux.shape[0] == 0:
-        return _finish(out)
-    for group in GROUPS:
+        return _finish(out, _line_names(groups))
+    for group in groups:
         win = _gather(wave, flux, ivar, good, z, group, r_instrument)
         theta = _grid_start(win, group, r_instrument)
         theta = _levenberg_marquardt(win, group, theta, r_instrument)
         cov = _covariance(win, group, theta)
         _store_group(out, win, group, theta, cov, np.ones(len(z), dtype=bool), r_instrument)
-    return _finish(out)
+    return _finish(out, _line_names(groups))
 
 
-def _finish(out: dict) -> dict:
+def _finish(out: dict, names: tuple[str, ...] = LINE_NAMES) -> dict:
     """Add ``status`` and ``message`` from the per-line codes."""
     codes = out["line_code"]
     n = len(out["hb"])
-    n_ok = sum((codes[name] == "ok").astype(int) for name in LINE_NAMES) if n else np.zeros(0, dtype=int)
-    out["status"] = np.where(n_ok == len(LINE_NAMES), "ok", np.where(n_ok == 0, "failed", "partial")).astype(object)
-    out["message"] = np.array(["; ".join(f"{name}: {out['line_detail'][name][i]}" for name in LINE_NAMES
+    n_ok = sum((codes[name] == "ok").astype(int) for name in names) if n else np.zeros(0, dtype=int)
+    out["status"] = np.where(n_ok == len(names), "ok", np.where(n_ok == 0, "failed", "partial")).astype(object)
+    out["message"] = np.array(["; ".join(f"{name}: {out['line_detail'][name][i]}" for name in names
                                          if codes[name][i] != "ok") for i in range(n)], dtype=object)
     return out
