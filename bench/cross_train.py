@@ -16,7 +16,8 @@ a Zarr store (the same readers and store) and each block goes through
 * sfclass: balanced halves of the crosscheck ``starforming`` label (BPT star-forming and
   EW(H-alpha) >= 3 A) and its complement.
 
-The weights carry no uncertainty model (that needs a third, shifted set): their
+The networks follow the shipped recipes, line features included when they ask for them
+(fitted at each spectrum's catalogue redshift). The weights carry no uncertainty model (that needs a third, shifted set): their
 ``oh12_err`` is the network's own heteroscedastic sigma.
 
 Usage::
@@ -47,15 +48,17 @@ except ImportError:  # run as a script: bench/ is on sys.path, the repository ro
     from _common import emit
 
 
-def release_inputs(store: Path) -> tuple[np.ndarray, pd.DataFrame]:
-    """Network inputs (n, 2, 4201) of every ``ok`` row of an ingested store, and those rows."""
+def release_inputs(store: Path, lines: bool = False) -> tuple[np.ndarray, pd.DataFrame, np.ndarray | None]:
+    """Network inputs (n, 2, 4201) of every ``ok`` row of an ingested store, those rows, and (with
+    ``lines``) their emission-line features fitted at the catalogue redshift, as run-catalog does."""
+    from survey_ml.preprocess.lines import line_features
     from survey_ml.preprocess.spectra import model_inputs
     from survey_ml.store import open_release
 
     release = open_release(store)
     wavelength = release.wavelength()
     rows = release.rows
-    parts, keep = [], []
+    parts, keep, features = [], [], []
     for start, stop in release.block_bounds():
         good = (rows["status"].iloc[start:stop] == "ok").to_numpy()
         if not good.any():
@@ -63,21 +66,26 @@ def release_inputs(store: Path) -> tuple[np.ndarray, pd.DataFrame]:
         block = release.read_block(start, stop, ["flux", "ivar", "mask"])
         parts.append(model_inputs(block["flux"][good], block["ivar"][good], block["mask"][good], wavelength,
                                   in_channels=2))
+        if lines:
+            features.append(line_features(block["flux"][good], block["ivar"][good], block["mask"][good], wavelength,
+                                          rows["z"].to_numpy(float)[start:stop][good]))
         keep.append(np.arange(start, stop)[good])
-    return np.concatenate(parts), rows.iloc[np.concatenate(keep)].reset_index(drop=True)
+    return (np.concatenate(parts), rows.iloc[np.concatenate(keep)].reset_index(drop=True),
+            np.concatenate(features) if lines else None)
 
 
-def train_one(task: str, x: np.ndarray, y: np.ndarray, out: Path, epochs: int | None) -> dict:
-    """Train ``task`` with its shipped recipe's settings on (x, y); write the weights; test figures."""
+def train_one(task: str, x: np.ndarray, y: np.ndarray, out: Path, epochs: int | None,
+              lines: np.ndarray | None = None) -> dict:
+    """Train ``task`` with its shipped recipe's settings on (x, y[, lines]); write the weights; test figures."""
     from survey_ml.infer import forward_batches, save_weights, weights_sha256
     from survey_ml.train import evaluate, load_recipe, recipe_config, train_model
 
     config = recipe_config(load_recipe(task))
     if epochs:
         config = replace(config, epochs=epochs)
-    result = train_model(x, y, config, progress=True)
+    result = train_model(x, y, config, progress=True, lines=lines)
     test = result.test_index
-    pred = forward_batches(result.model, x[test])
+    pred = forward_batches(result.model, x[test], lines=None if lines is None else lines[test])
     truth = pd.DataFrame({"starforming" if task == "sfclass" else "oh12": y[test]})
     figures = evaluate(task, pred, truth)
     targets = ["starforming", "not_starforming"] if task == "sfclass" else ["oh12"]
@@ -113,7 +121,12 @@ def main() -> None:
                args.store or out / "store", "crosscheck", client=client)
     finally:
         client.close()
-    x, rows = release_inputs(Path(args.store or out / "store"))
+    from survey_ml.train import load_recipe, wants_lines
+
+    use_lines = wants_lines(load_recipe("metallicity"))
+    if use_lines != wants_lines(load_recipe("sfclass")):
+        raise ValueError("the shipped metallicity and sfclass recipes disagree on [model] line_features")
+    x, rows, lines = release_inputs(Path(args.store or out / "store"), lines=use_lines)
     truth = pd.concat([pd.read_parquet(r / "truth.parquet") for r in releases], ignore_index=True)
     if truth["obsid"].duplicated().any():
         raise ValueError(f"obsids repeat across {', '.join(map(str, releases))}: write the parts with distinct "
@@ -124,14 +137,18 @@ def main() -> None:
     young = (truth["starforming_host"].to_numpy(bool) & (truth["ha_ew"].to_numpy(float) >= 3.0)
              & np.isfinite(truth["oh12"].to_numpy(float)))
     figures = {"releases": [str(r) for r in releases], "n_rows": int(len(x)), "seconds_inputs": round(t_inputs, 1)}
-    figures["metallicity"] = train_one("metallicity", x[young], truth["oh12"].to_numpy(float)[young], out, args.epochs)
+    def pick(rows_):
+        return None if lines is None else lines[rows_]
+
+    figures["metallicity"] = train_one("metallicity", x[young], truth["oh12"].to_numpy(float)[young], out, args.epochs,
+                                       pick(young))
 
     label = truth["starforming"].to_numpy(bool)
     rng = np.random.default_rng(args.seed)
     half = min(label.sum(), (~label).sum())
     rows_sf = np.concatenate([rng.choice(np.flatnonzero(label), half, replace=False),
                               rng.choice(np.flatnonzero(~label), half, replace=False)])
-    figures["sfclass"] = train_one("sfclass", x[rows_sf], label[rows_sf], out, args.epochs)
+    figures["sfclass"] = train_one("sfclass", x[rows_sf], label[rows_sf], out, args.epochs, pick(rows_sf))
     emit("cross_train", figures)
 
 

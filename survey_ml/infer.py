@@ -185,7 +185,7 @@ def worker_threads() -> int:
 
 def predict_spectra(flux: np.ndarray, ivar: np.ndarray, mask: np.ndarray, wavelength: np.ndarray,
                     weights: str | os.PathLike, batch_size: int = 512, threads: int | None = None,
-                    device: str | None = None) -> np.ndarray:
+                    device: str | None = None, z: np.ndarray | None = None) -> np.ndarray:
     """Predictions for one block of native-grid spectra.
 
     Parameters
@@ -202,6 +202,9 @@ def predict_spectra(flux: np.ndarray, ivar: np.ndarray, mask: np.ndarray, wavele
         torch intra-op threads (default: the Dask worker's thread count, else all cores).
     device : str, optional
         ``"cpu"``, ``"cuda"``... (default: CUDA when this worker has a GPU).
+    z : numpy.ndarray, optional
+        (n,) catalogue redshifts: needed by a network that reads emission-line features
+        (they are fitted at these redshifts).
 
     Returns
     -------
@@ -217,33 +220,44 @@ def predict_spectra(flux: np.ndarray, ivar: np.ndarray, mask: np.ndarray, wavele
         return np.empty((0, n_out), dtype=np.float32)
     torch.set_num_threads(threads or worker_threads())
     x = model_inputs(flux, ivar, mask, wavelength, info["config"]["in_channels"])
-    return forward_batches(model, x, batch_size)
+    lines = None
+    if info["config"].get("n_lines"):
+        from .preprocess.lines import line_features
+
+        if z is None:
+            raise ValueError(f"{weights}: the network reads emission-line features; give the redshifts (z=)")
+        lines = line_features(flux, ivar, mask, wavelength, z)
+    return forward_batches(model, x, batch_size, lines=lines)
 
 
 def forward_batches(model: torch.nn.Module, x: np.ndarray, batch_size: int = 512,
-                    features: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+                    features: bool = False, lines: np.ndarray | None = None
+                    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """The network on prepared inputs ``x`` (n, in_channels, n_pix), in batches, without gradients.
 
     Returns (n, n_out) float32 outputs; for a heteroscedastic model (n, 2 n_out): the
     means, then the standard deviations ``exp(log_var / 2)``. With ``features=True`` (a
     model with a ``features`` method, e.g. :class:`~survey_ml.models.spectral_cnn.SpectralCNN`)
-    also the (n, n_features) trunk features the head read, from the same pass.
+    also the (n, n_features) features the head read, from the same pass. ``lines``:
+    the (n, n_lines) emission-line features of a network that reads them.
     """
     device = next(model.parameters()).device
     on_gpu = device.type == "cuda"
     host = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    host_lines = None if lines is None else torch.from_numpy(np.ascontiguousarray(lines, dtype=np.float32))
     if on_gpu:  # page-locked host buffer: copies overlap with compute (non_blocking)
         host = host.pin_memory()
     chunks, feature_chunks = [], []
     with torch.inference_mode():
         for start in range(0, len(x), batch_size):
             batch = host[start: start + batch_size].to(device, non_blocking=on_gpu)
+            extra = () if host_lines is None else (host_lines[start: start + batch_size].to(device),)
             if features:
-                trunk = model.features(batch)
+                trunk = model.features(batch, *extra)
                 feature_chunks.append(trunk.float())
                 pred = model.head_output(trunk)
             else:
-                pred = model(batch)
+                pred = model(batch, *extra)
             if isinstance(pred, tuple):
                 mean, log_var = pred
                 pred = torch.cat([mean, torch.exp(0.5 * log_var)], dim=1)

@@ -52,15 +52,22 @@ class TrainingSet:
     truth : pandas.DataFrame
         One row per input: the observation (``z_true``, ``snr_r_requested``, header
         ``snrr``) and the library truth (``oh12``, ``starforming``, ``bpt_class``, ...).
+    lines : numpy.ndarray or None
+        (n, n_line_features) emission-line features of the same spectra
+        (:func:`survey_ml.preprocess.lines.line_features`), when asked for.
     """
 
     x: np.ndarray
     truth: pd.DataFrame
+    lines: np.ndarray | None = None
 
 
 def _observe_inputs(plan_rows: pd.DataFrame, library_path: str, instrument: LamostInstrument,
-                    in_channels: int) -> tuple[np.ndarray, pd.DataFrame]:
-    """Observe one block of library rows and turn them into network inputs (runs on a worker)."""
+                    in_channels: int, lines: bool = False) -> tuple[np.ndarray, pd.DataFrame, np.ndarray | None]:
+    """Observe one block of library rows and turn them into network inputs (runs on a worker).
+
+    With ``lines``, also their emission-line features, fitted at the catalogue redshift the
+    observation writes in the header (as run-catalog fits them)."""
     from .simulate.library import open_library
 
     library = open_library(library_path)
@@ -74,15 +81,20 @@ def _observe_inputs(plan_rows: pd.DataFrame, library_path: str, instrument: Lamo
         records.append({"obsid": obs.obsid, "library_row": int(obs.library_row), "z_true": obs.z_true,
                         "z": spec.meta["z"], "snr_r_requested": obs.snr_r_requested, "snrr": spec.meta["snrr"]})
     wave = instrument.wavelength
-    x = model_inputs(np.stack([s.flux for s in spectra]), np.stack([s.ivar for s in spectra]),
-                     np.stack([s.andmask for s in spectra]), wave, in_channels)
-    return x, pd.DataFrame(records)
+    flux, ivar, mask = (np.stack([getattr(s, k) for s in spectra]) for k in ("flux", "ivar", "andmask"))
+    x = model_inputs(flux, ivar, mask, wave, in_channels)
+    features = None
+    if lines:
+        from .preprocess.lines import line_features
+
+        features = line_features(flux, ivar, mask, wave, np.array([s.meta["z"] for s in spectra], float))
+    return x, pd.DataFrame(records), features
 
 
 def make_training_set(library, n: int, seed: int = 0, plan: ObservationPlan = ObservationPlan(),
                       rows: np.ndarray | None = None, instrument: LamostInstrument = LamostInstrument(),
                       in_channels: int = 1, client=None, block_size: int = 250,
-                      progress: bool = False) -> TrainingSet:
+                      progress: bool = False, lines: bool = False) -> TrainingSet:
     """``n`` observed spectra of library rows, as network inputs with their truth.
 
     Parameters
@@ -105,20 +117,22 @@ def make_training_set(library, n: int, seed: int = 0, plan: ObservationPlan = Ob
         Spectra per task.
     progress : bool
         Progress bar.
+    lines : bool
+        Also the emission-line features (:attr:`TrainingSet.lines`).
     """
     truth = library.truth
     pool = np.asarray(rows) if rows is not None else truth.index[truth["ok"]].to_numpy()
     rng = np.random.default_rng(seed)
     draws = draw_observations(n, len(pool), rng, plan)
     draws["library_row"] = pool[draws["library_row"].to_numpy()]
-    blocks = [(draws.iloc[a: a + block_size], str(library.path), instrument, in_channels)
+    blocks = [(draws.iloc[a: a + block_size], str(library.path), instrument, in_channels, lines)
               for a in range(0, n, block_size)]
     parts = run_blocks(_observe_inputs, blocks, client, desc="training set", progress=progress)
     x = np.concatenate([p[0] for p in parts])
     observed = pd.concat([p[1] for p in parts], ignore_index=True)
     merged = observed.merge(truth.rename(columns={"row": "library_row"}), on="library_row", how="left",
                             suffixes=("", "_library"))
-    return TrainingSet(x=x, truth=merged)
+    return TrainingSet(x=x, truth=merged, lines=np.concatenate([p[2] for p in parts]) if lines else None)
 
 
 @dataclass
@@ -196,7 +210,7 @@ def split_indices(n: int, split: tuple[float, float, float], seed: int,
 
 
 def _loss(model: SpectralCNN, x: torch.Tensor, y: torch.Tensor, config: TrainConfig,
-          selection: bool = False) -> torch.Tensor:
+          selection: bool = False, lines: torch.Tensor | None = None) -> torch.Tensor:
     """The training loss; with ``selection``, the figure the best checkpoint is chosen on.
 
     Heteroscedastic regression: the mean is trained on the published MSE (in standardised
@@ -204,7 +218,7 @@ def _loss(model: SpectralCNN, x: torch.Tensor, y: torch.Tensor, config: TrainCon
     uncertainty head can never trade accuracy of the mean for a larger error bar.
     Checkpoints are chosen on the MSE of the mean.
     """
-    out = model(x)
+    out = model(x) if lines is None else model(x, lines)
     if config.task == "sfclass":
         return nn.functional.binary_cross_entropy_with_logits(out, y)
     scale2 = model.target_scale**2
@@ -225,7 +239,8 @@ def _targets(y: np.ndarray, task: str) -> np.ndarray:
 
 
 def train_model(x: np.ndarray, y: np.ndarray, config: TrainConfig = TrainConfig(),
-                groups: np.ndarray | None = None, progress: bool = False) -> TrainResult:
+                groups: np.ndarray | None = None, progress: bool = False,
+                lines: np.ndarray | None = None) -> TrainResult:
     """Train a :class:`SpectralCNN` on inputs ``x`` and targets ``y`` with ``config``.
 
     Parameters
@@ -239,6 +254,9 @@ def train_model(x: np.ndarray, y: np.ndarray, config: TrainConfig = TrainConfig(
         (n,) group of each input (library row): the split keeps groups whole.
     progress : bool
         Print one line per epoch.
+    lines : numpy.ndarray, optional
+        (n, n_line_features) emission-line features: the network then reads them beside the
+        spectrum, standardised by the training rows' mean and standard deviation.
 
     Returns
     -------
@@ -258,15 +276,25 @@ def train_model(x: np.ndarray, y: np.ndarray, config: TrainConfig = TrainConfig(
         scaling = {"target_shift": float(y_train.mean()), "target_scale": float(y_train.std() or 1.0)}
     model = SpectralCNN(n_pix=x.shape[-1], n_out=n_out, in_channels=x.shape[1],
                         heteroscedastic=config.heteroscedastic and config.task != "sfclass",
-                        channels=tuple(config.channels), stem_pool=config.stem_pool, **scaling).to(device)
+                        channels=tuple(config.channels), stem_pool=config.stem_pool,
+                        n_lines=0 if lines is None else lines.shape[1], **scaling).to(device)
     xt = torch.from_numpy(np.ascontiguousarray(x))
     yt = torch.from_numpy(_targets(y, config.task))
+    lt = None
+    if lines is not None:
+        lt = torch.from_numpy(np.ascontiguousarray(lines, dtype=np.float32))
+        std = lt[tr].std(dim=0)
+        model.set_line_scaling(lt[tr].mean(dim=0), torch.where(std > 1e-3, std, torch.ones_like(std)))
+
+    def rows_of(t: torch.Tensor | None, idx):
+        return None if t is None else t[idx].to(device)
+
     optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimiser, factor=config.plateau_factor,
                                                            patience=config.plateau_patience)
     history, best_epoch = train_epochs(
-        model, tr, lambda idx: _loss(model, xt[idx].to(device), yt[idx].to(device), config),
-        lambda: _evaluate(model, xt, yt, va, config, device), optimiser, scheduler, epochs=config.epochs,
+        model, tr, lambda idx: _loss(model, xt[idx].to(device), yt[idx].to(device), config, lines=rows_of(lt, idx)),
+        lambda: _evaluate(model, xt, yt, va, config, device, lt=lt), optimiser, scheduler, epochs=config.epochs,
         batch_size=config.batch_size, seed=config.seed, patience=config.early_stop_patience, progress=progress,
         start=start)
     return TrainResult(model=model, config=config, history=history, best_epoch=best_epoch, train_index=tr,
@@ -274,13 +302,15 @@ def train_model(x: np.ndarray, y: np.ndarray, config: TrainConfig = TrainConfig(
 
 
 def _evaluate(model: SpectralCNN, xt: torch.Tensor, yt: torch.Tensor, index: np.ndarray, config: TrainConfig,
-              device: torch.device, batch: int = 1024) -> float:
+              device: torch.device, batch: int = 1024, lt: torch.Tensor | None = None) -> float:
     model.eval()
     total = 0.0
     with torch.inference_mode():
         for k in range(0, len(index), batch):
             idx = index[k: k + batch]
-            total += float(_loss(model, xt[idx].to(device), yt[idx].to(device), config, selection=True)) * len(idx)
+            lines = None if lt is None else lt[idx].to(device)
+            total += float(_loss(model, xt[idx].to(device), yt[idx].to(device), config, selection=True,
+                                 lines=lines)) * len(idx)
     return total / max(len(index), 1)
 
 
@@ -309,6 +339,8 @@ def load_recipe(task_or_path: str | os.PathLike) -> dict[str, Any]:
 
 #: Instruments a recipe can observe its training spectra with (``[training_set] instrument``).
 INSTRUMENTS = {"lamost": LamostInstrument, "randomised": LamostInstrument.randomised}
+#: Bumped when :func:`survey_ml.preprocess.lines.line_features` changes (cached training sets then rebuild).
+LINE_FEATURES_VERSION = 1
 
 
 def young_rows(truth: pd.DataFrame) -> np.ndarray:
@@ -335,7 +367,8 @@ def recipe_training_set(recipe: dict[str, Any], library, client=None, progress: 
     ok = truth["ok"].to_numpy(bool)
     sf = truth["starforming"].to_numpy(bool)
     n, seed = int(ts["n"]), int(ts["seed"])
-    kw = {"instrument": instrument, "in_channels": in_channels, "client": client, "progress": progress}
+    kw = {"instrument": instrument, "in_channels": in_channels, "client": client, "progress": progress,
+          "lines": wants_lines(recipe)}
     if ts["rows"] == "starforming":
         return make_training_set(library, n, seed, plan, rows=np.flatnonzero(ok & sf), **kw)
     if ts["rows"] == "young":
@@ -344,10 +377,16 @@ def recipe_training_set(recipe: dict[str, Any], library, client=None, progress: 
         halves = [make_training_set(library, n // 2, seed + k, plan, rows=np.flatnonzero(ok & (sf == want)), **kw)
                   for k, want in enumerate((True, False))]
         return TrainingSet(x=np.concatenate([h.x for h in halves]),
-                           truth=pd.concat([h.truth for h in halves], ignore_index=True))
+                           truth=pd.concat([h.truth for h in halves], ignore_index=True),
+                           lines=np.concatenate([h.lines for h in halves]) if kw["lines"] else None)
     if ts["rows"] == "all":
         return make_training_set(library, n, seed, plan, rows=np.flatnonzero(ok), **kw)
     raise ValueError(f"{table}.rows must be starforming, young, balanced or all, not {ts['rows']!r}")
+
+
+def wants_lines(recipe: dict[str, Any]) -> bool:
+    """Whether a recipe's network reads emission-line features (``[model] line_features = true``)."""
+    return bool(recipe.get("model", {}).get("line_features", False))
 
 
 def _cached_training_set(recipe: dict[str, Any], library, client, progress: bool,
@@ -355,17 +394,26 @@ def _cached_training_set(recipe: dict[str, Any], library, client, progress: bool
     """:func:`recipe_training_set`, kept beside the library (``trainingset-<digest>.npy`` + ``.parquet``).
 
     The digest covers the library, the release's observation plan and the recipe's
-    ``[training_set]`` and input channels, so a changed recipe never reuses stale data.
+    ``[training_set]`` and input channels (and whether line features are asked for), so a
+    changed recipe never reuses stale data. Line features are kept as ``<stem>-lines.npy``.
     """
+    lines = wants_lines(recipe)
     key = json.dumps({"library": library.path.name, "release": recipe.get("release", "dr10"),
                       "set": {k: v for k, v in recipe[table].items() if k != "library"}, "in_channels": 2,
-                      "plan": asdict(ObservationPlan.from_spec(load_release_spec(recipe.get("release", "dr10"))))},
+                      "plan": asdict(ObservationPlan.from_spec(load_release_spec(recipe.get("release", "dr10")))),
+                      **({"lines": LINE_FEATURES_VERSION} if lines else {})},
                      sort_keys=True)
     stem = library.path.parent / f"trainingset-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
     x_file, truth_file = stem.with_suffix(".npy"), stem.with_suffix(".parquet")
+    lines_file = stem.with_name(stem.name + "-lines.npy")
     if x_file.exists() and truth_file.exists():
-        return TrainingSet(x=np.load(x_file, mmap_mode="r"), truth=pd.read_parquet(truth_file))
+        return TrainingSet(x=np.load(x_file, mmap_mode="r"), truth=pd.read_parquet(truth_file),
+                           lines=np.load(lines_file) if lines else None)
     data = recipe_training_set(recipe, library, client=client, progress=progress, table=table)
+    if lines:
+        tmp = stem.with_name(stem.name + f".tmp-lines-{os.getpid()}.npy")
+        np.save(tmp, data.lines)
+        os.replace(tmp, lines_file)
     tmp = stem.with_name(stem.name + f".tmp-{os.getpid()}.npy")
     np.save(tmp, data.x)
     os.replace(tmp, x_file)
@@ -398,24 +446,29 @@ def _tensors(data: dict[str, Any]) -> dict[str, Any]:
 
 def fit_uncertainty(model: SpectralCNN, x: np.ndarray, train_index: np.ndarray, val_index: np.ndarray,
                     x_cal: np.ndarray, y_cal: np.ndarray, n_components: int = 32, n_bins: int = 5,
-                    n_fit: int = 20000, seed: int = 0):
+                    n_fit: int = 20000, seed: int = 0, lines: np.ndarray | None = None,
+                    lines_cal: np.ndarray | None = None):
     """The OOD density of a trained network's features and its error calibration on a shifted set.
 
     The density (:class:`~survey_ml.core.uncertainty.FeatureDensity`) is fitted on up to
     ``n_fit`` training rows, its flag threshold on the validation rows; the calibration
     (:class:`~survey_ml.core.uncertainty.ErrorCalibration`) on ``x_cal``/``y_cal``: spectra of
     galaxies the network never saw, observed differently (another library seed, a wider
-    S/N range). Returns ``(density, calibration, figures)``.
+    S/N range). ``lines`` / ``lines_cal``: the line features of ``x`` / ``x_cal`` for a network
+    that reads them. Returns ``(density, calibration, figures)``.
     """
     from .core.uncertainty import ErrorCalibration, FeatureDensity, coverage
     from .infer import forward_batches
 
     rng = np.random.default_rng(seed)
     fit_rows = np.sort(rng.choice(train_index, min(n_fit, len(train_index)), replace=False))
-    _, f_train = forward_batches(model, np.asarray(x[fit_rows]), 512, features=True)
-    _, f_val = forward_batches(model, np.asarray(x[val_index]), 512, features=True)
+    def rows(a, idx):
+        return None if a is None else np.asarray(a[idx])
+
+    _, f_train = forward_batches(model, np.asarray(x[fit_rows]), 512, features=True, lines=rows(lines, fit_rows))
+    _, f_val = forward_batches(model, np.asarray(x[val_index]), 512, features=True, lines=rows(lines, val_index))
     density = FeatureDensity.fit(f_train, n_components=n_components, held_out=f_val)
-    pred, f_cal = forward_batches(model, np.asarray(x_cal), 512, features=True)
+    pred, f_cal = forward_batches(model, np.asarray(x_cal), 512, features=True, lines=lines_cal)
     score = density.score(f_cal)
     resid = pred[:, 0] - np.asarray(y_cal, dtype=float)
     calibration = ErrorCalibration.fit(resid, pred[:, 1], score, n_bins=n_bins)
@@ -487,10 +540,12 @@ def train_task(task_or_path: str | os.PathLike, out: str | os.PathLike | None = 
     data = _cached_training_set(recipe, library, client, progress)
     t_data = time.perf_counter() - t0
     config = recipe_config(recipe)
-    data = TrainingSet(x=data.x[:, : config.in_channels], truth=data.truth)
+    data = TrainingSet(x=data.x[:, : config.in_channels], truth=data.truth, lines=data.lines)
     y = data.truth["starforming" if task == "sfclass" else "oh12"].to_numpy()
-    result = train_model(data.x, y, config, groups=data.truth["library_row"].to_numpy(), progress=progress)
-    pred = forward_batches(result.model, data.x[result.test_index])
+    result = train_model(data.x, y, config, groups=data.truth["library_row"].to_numpy(), progress=progress,
+                         lines=data.lines)
+    test_lines = None if data.lines is None else data.lines[result.test_index]
+    pred = forward_batches(result.model, data.x[result.test_index], lines=test_lines)
     metrics = evaluate(task, pred, data.truth.iloc[result.test_index])
     targets = ["starforming", "not_starforming"] if task == "sfclass" else ["oh12"]
     report = {"task": task, "recipe": {k: v for k, v in recipe.items() if k != "recipe_path"},
@@ -509,7 +564,7 @@ def train_task(task_or_path: str | os.PathLike, out: str | os.PathLike | None = 
         density, calibration, figures = fit_uncertainty(
             result.model, data.x, result.train_index, result.val_index, cal.x[:, : config.in_channels],
             cal.truth["oh12"].to_numpy(float), n_components=int(recipe["uncertainty"].get("n_components", 32)),
-            n_bins=int(recipe["uncertainty"].get("n_bins", 5)))
+            n_bins=int(recipe["uncertainty"].get("n_bins", 5)), lines=data.lines, lines_cal=cal.lines)
         report["calibration"] = figures | {"library": cal_library.path.name}
         report["seconds"]["calibration"] = time.perf_counter() - t0
         extra["uncertainty"] = {"density": _tensors(density.to_dict()), "calibration": _tensors(calibration.to_dict())}

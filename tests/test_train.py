@@ -98,3 +98,46 @@ def test_recipe_with_randomised_instrument_and_uncertainty_ships_a_calibrated_er
     density, calibration = _uncertainty(info)
     assert isinstance(density, FeatureDensity) and isinstance(calibration, ErrorCalibration)
     assert density.components.shape[0] == 4 and np.isfinite(density.threshold)
+
+
+def test_line_features_recipe_trains_a_network_that_reads_the_fitted_lines(small_library, tmp_path, client):
+    """[model] line_features = true: the training set carries the fitted-line features of every spectrum,
+    the network reads them beside the spectrum, and the task path (prepare -> forward) feeds them the same way."""
+    from survey_ml.preprocess.lines import LINE_FEATURE_NAMES, N_LINE_FEATURES
+    from survey_ml.tasks.base import Block
+    from survey_ml.tasks.metallicity import Metallicity
+
+    recipe = tmp_path / "metallicity.toml"
+    recipe.write_text(TINY.format(task="metallicity", n=240, rows="young", het="true").replace(
+        "heteroscedastic = true", "heteroscedastic = true\nline_features = true"))
+    out = tmp_path / "metallicity.pt"
+    report = train_task(recipe, out=out, client=client, cache_dir=small_library.path.parent)
+    assert report["history"][-1]["train_loss"] < report["history"][0]["train_loss"]
+    model, info = load_model(out, "cpu")
+    assert info["config"]["n_lines"] == N_LINE_FEATURES
+    assert model.line_scale.shape == (N_LINE_FEATURES,) and bool((model.line_scale > 0).all())
+    # the same spectra through the task: features fitted at the catalogue z, then the network
+    from survey_ml.simulate.observe import LamostInstrument, observe_lamost
+    from survey_ml.wavelength import LAMOST_LRS_GRID
+
+    rng = np.random.default_rng(4)
+    rows = small_library.truth.index[small_library.truth["ok"]].to_numpy()[:6]
+    spectra = [observe_lamost(small_library.wave, small_library.flux(np.array([r]))[0], 0.08, 20.0, rng, k,
+                              LamostInstrument())[0] for k, r in enumerate(rows)]
+    n_pix = LAMOST_LRS_GRID.n_pix
+    arrays = {k: np.zeros((6, n_pix), np.float32) for k in ("flux", "ivar")}
+    arrays["mask"] = np.zeros((6, n_pix), np.int32)
+    for i, s in enumerate(spectra):
+        arrays["flux"][i, : s.flux.size], arrays["ivar"][i, : s.flux.size] = s.flux, s.ivar
+        arrays["mask"][i, : s.flux.size] = s.andmask
+    import pandas as pd
+
+    block = Block(chunk=0, arrays=arrays, rows=pd.DataFrame({"z": [s.meta["z"] for s in spectra]}),
+                  info={"grid": LAMOST_LRS_GRID.to_dict()}, status=np.full(6, "ok", dtype=object),
+                  message=np.full(6, "", dtype=object), selected=np.arange(6))
+    task = Metallicity(weights=str(out))
+    batch = task.prepare(block, np.arange(6))
+    assert len(batch.rows) == 6 and batch.inputs["lines"].shape == (6, N_LINE_FEATURES)
+    assert batch.inputs["lines"][:, LINE_FEATURE_NAMES.index("missing_ha")].sum() == 0   # Halpha measured
+    values = task.predict(task.load_model("cpu"), batch)
+    assert np.isfinite(values["oh12"]).all() and (values["oh12_err"] > 0).all()

@@ -74,6 +74,14 @@ class SpectralCNN(nn.Module):
         The network works on standardised targets; outputs are ``shift + scale * raw``
         (training sets them to the training targets' mean and standard deviation, so
         the last layer does not have to learn an offset of ~8.8 dex first).
+    n_lines : int
+        Emission-line features read beside the spectrum (0: none, the published design):
+        :func:`survey_ml.preprocess.lines.line_features`, standardised by the buffers
+        ``line_shift`` / ``line_scale`` (set from the training set), through two ReLU layers
+        of ``line_hidden`` units, whose output joins the flattened conv features before the
+        head. ``forward(x, lines)`` then needs them.
+    line_hidden : int
+        Width of the line-feature layers.
 
     Examples
     --------
@@ -83,11 +91,13 @@ class SpectralCNN(nn.Module):
     >>> mean, log_var = SpectralCNN(heteroscedastic=True)(torch.zeros(2, 1, 4201))
     >>> tuple(mean.shape), tuple(log_var.shape)
     ((2, 1), (2, 1))
+    >>> SpectralCNN(n_lines=17, **FAST)(torch.zeros(2, 1, 4201), torch.zeros(2, 17)).shape
+    torch.Size([2, 1])
     """
 
     def __init__(self, n_pix: int = 4201, n_out: int = 1, in_channels: int = 1, heteroscedastic: bool = False,
                  channels: tuple[int, ...] = CHANNELS, stem_pool: int = 1, target_shift: float = 0.0,
-                 target_scale: float = 1.0):
+                 target_scale: float = 1.0, n_lines: int = 0, line_hidden: int = 32):
         super().__init__()
         channels = tuple(int(c) for c in channels)
         layers: list[nn.Module] = [nn.AvgPool1d(stem_pool, stem_pool)] if stem_pool > 1 else []
@@ -101,6 +111,13 @@ class SpectralCNN(nn.Module):
         self.channels, self.stem_pool = channels, int(stem_pool)
         self.target_shift, self.target_scale = float(target_shift), float(target_scale)
         n_features = channels[-1] * conv_trunk_length(n_pix, len(channels), stem_pool)
+        self.n_lines, self.line_hidden = int(n_lines), int(line_hidden)
+        if self.n_lines:
+            self.register_buffer("line_shift", torch.zeros(self.n_lines))
+            self.register_buffer("line_scale", torch.ones(self.n_lines))
+            self.line_net = nn.Sequential(nn.Linear(self.n_lines, self.line_hidden), nn.ReLU(),
+                                          nn.Linear(self.line_hidden, self.line_hidden), nn.ReLU())
+            n_features += self.line_hidden
         self.head = nn.Linear(n_features, n_out * (2 if heteroscedastic else 1))
         self._initialise()
 
@@ -118,11 +135,21 @@ class SpectralCNN(nn.Module):
             if isinstance(layer, nn.Conv1d):
                 nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
                 nn.init.zeros_(layer.bias)
+        for layer in getattr(self, "line_net", ()):
+            if isinstance(layer, nn.Linear):
+                nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+                nn.init.zeros_(layer.bias)
         nn.init.xavier_uniform_(self.head.weight)
         nn.init.zeros_(self.head.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        return self.head_output(self.trunk(x))
+    def set_line_scaling(self, shift, scale) -> None:
+        """Standardise the line features by these (the training set's mean and standard deviation)."""
+        self.line_shift.copy_(torch.as_tensor(shift, dtype=torch.float32))
+        self.line_scale.copy_(torch.clamp(torch.as_tensor(scale, dtype=torch.float32), min=1e-3))
+
+    def forward(self, x: torch.Tensor, lines: torch.Tensor | None = None
+                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        return self.head_output(self.features(x, lines))
 
     def head_output(self, features: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """What :meth:`forward` returns, from the trunk :meth:`features` (one pass gives both)."""
@@ -135,21 +162,30 @@ class SpectralCNN(nn.Module):
             return self.target_shift + self.target_scale * out
         return out
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """The flattened conv-trunk features the head reads (for out-of-distribution scores).
+    def features(self, x: torch.Tensor, lines: torch.Tensor | None = None) -> torch.Tensor:
+        """The features the head reads: the flattened conv trunk (and the line layers' output).
 
         Examples
         --------
         >>> SpectralCNN(**FAST).features(torch.zeros(3, 1, 4201)).shape
         torch.Size([3, 1472])
+        >>> SpectralCNN(n_lines=17, **FAST).features(torch.zeros(3, 1, 4201), torch.zeros(3, 17)).shape
+        torch.Size([3, 1504])
         """
-        return self.trunk(x)
+        trunk = self.trunk(x)
+        if not self.n_lines:
+            return trunk
+        if lines is None:
+            raise ValueError(f"this network reads {self.n_lines} emission-line features beside the spectrum: "
+                             "forward(x, lines)")
+        return torch.cat([trunk, self.line_net((lines - self.line_shift) / self.line_scale)], dim=1)
 
     def config(self) -> dict:
         """The constructor arguments (what a weights file stores to rebuild the network)."""
         return {"n_pix": self.n_pix, "n_out": self.n_out, "in_channels": self.in_channels,
                 "heteroscedastic": self.heteroscedastic, "channels": list(self.channels),
-                "stem_pool": self.stem_pool, "target_shift": self.target_shift, "target_scale": self.target_scale}
+                "stem_pool": self.stem_pool, "target_shift": self.target_shift, "target_scale": self.target_scale,
+                **({"n_lines": self.n_lines, "line_hidden": self.line_hidden} if self.n_lines else {})}
 
 
 def gaussian_nll(mean: torch.Tensor, log_var: torch.Tensor, target: torch.Tensor, beta: float = 0.0) -> torch.Tensor:
@@ -184,4 +220,6 @@ def forward_flops(net: SpectralCNN) -> int:
             flops += 2 * KERNEL * c_from * c_out * length
         length //= POOL
         c_in = c_out
+    if net.n_lines:
+        flops += 2 * (net.n_lines * net.line_hidden + net.line_hidden**2)
     return flops + 2 * net.head.in_features * net.head.out_features

@@ -13,7 +13,7 @@ import numpy as np
 
 from .base import Batch, Block, Task
 
-__all__ = ["model_inputs_of", "coverage_of", "selected_coverage", "reject_low_coverage", "ModelGridOptions",
+__all__ = ["model_inputs_of", "line_features_of", "coverage_of", "selected_coverage", "reject_low_coverage", "ModelGridOptions",
            "ModelGridTask"]
 
 
@@ -28,6 +28,20 @@ def model_inputs_of(block: Block) -> np.ndarray:
                             in_channels=2)
 
     return block.shared("model_inputs", compute)
+
+
+def line_features_of(block: Block) -> np.ndarray:
+    """(len(block.selected), n) emission-line features of the block's selected rows, fitted at the
+    catalogue redshift (cached per block: the metallicity and star-forming networks share them)."""
+    from ..preprocess.lines import line_features
+
+    def compute() -> np.ndarray:
+        rows = block.selected
+        a = block.arrays
+        return line_features(a["flux"][rows], a["ivar"][rows], a["mask"][rows], block.wavelength(),
+                             block.rows["z"].to_numpy(float)[rows])
+
+    return block.shared("line_features", compute)
 
 
 def coverage_of(x: np.ndarray) -> np.ndarray:
@@ -87,7 +101,10 @@ class ModelGridTask(Task):
 
     def prepare(self, block: Block, rows: np.ndarray) -> Batch:
         keep, position = reject_low_coverage(block, rows, self.options.min_coverage)
-        return Batch(keep, {"x": model_inputs_of(block)[position]})
+        inputs = {"x": model_inputs_of(block)[position]}
+        if len(keep) and self.load_model(block.device)[1]["config"].get("n_lines"):
+            inputs["lines"] = line_features_of(block)[position]   # a network that reads the fitted lines
+        return Batch(keep, inputs)
 
     def forward(self, model, batch: Batch, features: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """The network on a batch; as many input channels as it was built with (the published one: 1).
@@ -99,4 +116,4 @@ class ModelGridTask(Task):
         network, info = model
         size = batch_size_for(next(network.parameters()).device, self.options.batch_size, self.options.gpu_batch_size)
         x = np.ascontiguousarray(batch.inputs["x"][:, : info["config"]["in_channels"]])
-        return forward_batches(network, x, size, features=features)
+        return forward_batches(network, x, size, features=features, lines=batch.inputs.get("lines"))
