@@ -44,12 +44,12 @@ PUBLISHED_T4_SPECTRA_PER_S = 6000.0
 GOAL_H100_SPECTRA_PER_S = 50_000.0
 
 
-def bf16_rate(model, x: np.ndarray, batch_size: int, repeats: int) -> float:
+def bf16_rate(model, x: np.ndarray, batch_size: int, repeats: int, lines: np.ndarray | None = None) -> float:
     """As :func:`network_rate`, the forward passes under bf16 autocast (GPU only)."""
     import torch
 
     with torch.autocast("cuda", dtype=torch.bfloat16):
-        return network_rate(model, x, batch_size, repeats)
+        return network_rate(model, x, batch_size, repeats, lines)
 
 
 def cuda_run_catalog(store: str, out: str) -> dict:
@@ -69,17 +69,21 @@ def cuda_run_catalog(store: str, out: str) -> dict:
             "inference_rows_per_s": round(report.timings.get("inference_rows_per_s", 0.0), 1)}
 
 
-def network_rate(model, x: np.ndarray, batch_size: int, repeats: int) -> float:
-    """Best-of spectra/s of ``forward_batches(model, x, batch_size)``, after one untimed pass."""
+def network_rate(model, x: np.ndarray, batch_size: int, repeats: int, lines: np.ndarray | None = None) -> float:
+    """Best-of spectra/s of ``forward_batches(model, x, batch_size)``, after one untimed pass.
+
+    ``lines``: the emission-line features of a network that reads them (their fit is CPU work
+    outside the network, timed by the run-catalog benchmarks, not here)."""
     from survey_ml.infer import forward_batches
 
     device = next(model.parameters()).device
-    forward_batches(model, x[: min(len(x), batch_size)], batch_size)
+    first = min(len(x), batch_size)
+    forward_batches(model, x[:first], batch_size, lines=None if lines is None else lines[:first])
     best = 0.0
     for _ in range(repeats):
         _synchronize(device)
         t = time.perf_counter()
-        forward_batches(model, x, batch_size)
+        forward_batches(model, x, batch_size, lines=lines)
         _synchronize(device)
         best = max(best, len(x) / (time.perf_counter() - t))
     return best
@@ -116,12 +120,14 @@ def main() -> None:
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    rates, shapes, flops, inputs = {}, {}, {}, {}
+    rates, shapes, flops, inputs, line_inputs = {}, {}, {}, {}, {}
     for task in ("metallicity", "sfclass", "redshift"):
         model, info = load_model(WEIGHTS_DIR / tasks[task]["weights"], device)
         shape = (int(info["config"].get("in_channels", 2)), int(model.n_pix))
         inputs[task] = x = rng.random((args.n, *shape), dtype=np.float32)
-        rates[task] = network_rate(model, x, batch, args.repeats)
+        n_lines = int(info["config"].get("n_lines", 0))
+        line_inputs[task] = rng.random((args.n, n_lines), dtype=np.float32) if n_lines else None
+        rates[task] = network_rate(model, x, batch, args.repeats, line_inputs[task])
         shapes[task] = list(shape)
         flops[task] = int(forward_flops(model, n_pix=shape[1], in_channels=shape[0]))
     size = 8192 if device.type == "cuda" else 1024
@@ -134,7 +140,8 @@ def main() -> None:
     if device.type == "cuda":
         peaks["bf16"] = matmul_peak_flops(device, torch.bfloat16, size, repeats=20)
         model, _ = load_model(WEIGHTS_DIR / tasks["metallicity"]["weights"], device)
-        result["metallicity_bf16_spectra_per_s"] = round(bf16_rate(model, inputs["metallicity"], batch, args.repeats), 1)
+        result["metallicity_bf16_spectra_per_s"] = round(bf16_rate(model, inputs["metallicity"], batch, args.repeats,
+                                                                       line_inputs["metallicity"]), 1)
     best = max(rates["metallicity"], result.get("metallicity_bf16_spectra_per_s", 0.0))
     result |= {"matmul_peak_tflops": {k: round(v / 1e12, 3) for k, v in peaks.items()},
                "fraction_of_fp32_matmul_peak": {k: round(rates[k] * flops[k] / peaks["fp32"], 4) for k in rates},

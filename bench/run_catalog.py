@@ -35,6 +35,7 @@ def plain_loop(store: Path, weights: dict[str, str], threads: int, cuts: dict, b
     import zarr
 
     from survey_ml.infer import forward_batches, load_model
+    from survey_ml.preprocess.lines import line_features
     from survey_ml.preprocess.spectra import model_inputs, select_rows
     from survey_ml.store import open_release
 
@@ -52,8 +53,11 @@ def plain_loop(store: Path, weights: dict[str, str], threads: int, cuts: dict, b
         flux, ivar, mask = (arrays[n][a:b] for n in ("flux", "ivar", "mask"))
         keep = keep_all[a:b]
         x = model_inputs(flux[keep], ivar[keep], mask[keep], wave, in_channels=2)
+        lines = None   # the fitted lines, once per chunk, for the networks that read them (as run-catalog)
+        if any(getattr(model, "n_lines", 0) for model in models):
+            lines = line_features(flux[keep], ivar[keep], mask[keep], wave, objects["z"].to_numpy(float)[a:b][keep])
         for model in models:
-            forward_batches(model, x, batch_size)
+            forward_batches(model, x, batch_size, lines=lines if getattr(model, "n_lines", 0) else None)
         done += b - a
     return done, time.perf_counter() - start
 

@@ -220,6 +220,7 @@ def stage_profile(store: Path, spec: dict, weights: dict[str, str], rows: int) -
     import torch
 
     from survey_ml.infer import forward_batches, load_model
+    from survey_ml.preprocess.lines import line_features
     from survey_ml.preprocess.redshift import on_setup_grid, scaled_inputs, setup_of
     from survey_ml.preprocess.spectra import model_inputs
     from survey_ml.redshift import predict_redshifts
@@ -243,17 +244,25 @@ def stage_profile(store: Path, spec: dict, weights: dict[str, str], rows: int) -
         flux, ivar, mask = (release.array(a)[:rows].compute(scheduler="synchronous") for a in ("flux", "ivar", "mask"))
         cpu = {"read_zarr": clock() - t}
         n = len(flux)
+        z = release.rows["z"].to_numpy(float)[:n]
+        reads_lines = {task: bool(models[task][1]["config"].get("n_lines")) for task in ("metallicity", "sfclass")}
         x = model_inputs(flux[:64], ivar[:64], mask[:64], wave, in_channels=2)  # first-call costs, not timed
+        lines = line_features(flux[:64], ivar[:64], mask[:64], wave, z[:64]) if any(reads_lines.values()) else None
         for task in ("metallicity", "sfclass"):
-            forward_batches(models[task][0], x, batch)
+            forward_batches(models[task][0], x, batch, lines=lines if reads_lines[task] else None)
         predict_redshifts(flux[:64], ivar[:64], mask[:64], wave, weights["redshift"], refine=refine, threads=1,
                           batch_size=z_batch, device="cpu")
         t = clock()
         x = model_inputs(flux, ivar, mask, wave, in_channels=2)
         cpu["spectra_inputs"] = clock() - t
+        lines = None
+        if any(reads_lines.values()):   # the fitted lines, shared by both networks (as run-catalog)
+            t = clock()
+            lines = line_features(flux, ivar, mask, wave, z)
+            cpu["line_features"] = clock() - t
         for task in ("metallicity", "sfclass"):
             t = clock()
-            forward_batches(models[task][0], x, batch)
+            forward_batches(models[task][0], x, batch, lines=lines if reads_lines[task] else None)
             cpu[f"{task}_network"] = clock() - t
         setup = setup_of(models["redshift"][1]["setup"])
         t = clock()

@@ -60,9 +60,11 @@ def test_batch_size_does_not_change_predictions():
     """forward_batches: one block in batches of 3 or 512 gives the same numbers (the GPU batch is only a speed knob)."""
     from survey_ml.infer import forward_batches, shipped_weights
 
-    model, _ = load_model(shipped_weights("metallicity"), "cpu")
-    x = np.random.default_rng(0).random((10, 2, 4201), dtype=np.float32)
-    small, large = forward_batches(model, x, 3), forward_batches(model, x, 512)
+    model, info = load_model(shipped_weights("metallicity"), "cpu")
+    rng = np.random.default_rng(0)
+    x = rng.random((10, 2, 4201), dtype=np.float32)
+    lines = rng.random((10, info["config"]["n_lines"]), dtype=np.float32)   # the fitted-line features it reads
+    small, large = forward_batches(model, x, 3, lines=lines), forward_batches(model, x, 512, lines=lines)
     assert small.shape == (10, 2) and np.allclose(small, large, rtol=1e-5, atol=1e-6)
 
 
@@ -71,7 +73,10 @@ def test_gpu_predictions_match_cpu():
     """On a GPU: the same weights on cuda (pinned host buffer, large batch) agree with the CPU to 1e-3 dex."""
     from survey_ml.infer import forward_batches, shipped_weights
 
-    x = np.random.default_rng(1).random((4096, 2, 4201), dtype=np.float32)
-    cpu = forward_batches(load_model(shipped_weights("metallicity"), "cpu")[0], x, 512)
-    gpu = forward_batches(load_model(shipped_weights("metallicity"), "cuda")[0], x, 8192)
+    rng = np.random.default_rng(1)
+    x = rng.random((4096, 2, 4201), dtype=np.float32)
+    model, info = load_model(shipped_weights("metallicity"), "cpu")
+    lines = rng.random((4096, info["config"]["n_lines"]), dtype=np.float32)
+    cpu = forward_batches(model, x, 512, lines=lines)
+    gpu = forward_batches(load_model(shipped_weights("metallicity"), "cuda")[0], x, 8192, lines=lines)
     assert np.abs(gpu - cpu).max() < 1e-3

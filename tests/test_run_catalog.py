@@ -149,13 +149,13 @@ def test_shipped_weights_recover_metallicity_and_class_of_unseen_galaxies(small_
     sf = truth["starforming"].to_numpy(bool) & predicted
     resid = catalog["oh12"].to_numpy(float)[sf] - truth["oh12"].to_numpy(float)[sf]
     assert sf.sum() > 150
-    # measured on this set with the broad-prior weights of issue 15: bias -0.051, sigma 0.110, 72% / 97%
-    # within 1 / 2 sigma, classifier 96.8% (the narrow-prior weights they replaced, trained on this
+    # measured on this set with the broad-prior, line-feature weights of issue 15: bias -0.023, sigma 0.083,
+    # 68% / 96% within 1 / 2 sigma, classifier 97.9% (the narrow-prior weights they replaced, trained on this
     # generator's own priors: +0.007, 0.039, 70%, 97.0% - and 0.147 dex, 26% on an independent mock)
-    assert abs(resid.mean()) < 0.08
-    assert resid.std() < 0.14
+    assert abs(resid.mean()) < 0.05
+    assert resid.std() < 0.11
     pull = np.abs(resid) / catalog["oh12_err"].to_numpy(float)[sf]
-    assert 0.6 < np.mean(pull < 1) < 0.85 and np.mean(pull < 2) > 0.9
+    assert 0.6 < np.mean(pull < 1) < 0.8 and np.mean(pull < 2) > 0.9
     guess = catalog["p_starforming"].to_numpy(float)[predicted] >= 0.5
     assert np.mean(guess == truth["starforming"].to_numpy(bool)[predicted]) > 0.93
     assert report.mzr is not None and report.mzr["n"] > 50 and Path(report.outputs["mzr_plot"]).is_file()

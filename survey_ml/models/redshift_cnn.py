@@ -169,7 +169,8 @@ def forward_flops(net: nn.Module, n_pix: int | None = None, in_channels: int = 2
     hooks = [m.register_forward_hook(count) for m in net.modules() if isinstance(m, (nn.Conv1d, nn.Linear))]
     try:
         with torch.no_grad():
-            net(torch.zeros(1, in_channels, n_pix or net.n_pix))
+            n_lines = int(getattr(net, "n_lines", 0) or 0)   # a SpectralCNN that reads line features
+            net(torch.zeros(1, in_channels, n_pix or net.n_pix), *((torch.zeros(1, n_lines),) if n_lines else ()))
     finally:
         for h in hooks:
             h.remove()
