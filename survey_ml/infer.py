@@ -27,14 +27,14 @@ import torch
 
 from .models.kinematics import KinematicModel
 from .models.redshift_cnn import PublishedRedshiftCNN, RedshiftPDFNet
-from .models.spectral_cnn import SpectralCNN
+from .models.spectral_cnn import SpectralCNN, SpectralEnsemble
 from .preprocess.spectra import model_inputs
 
 __all__ = ["weights_sha256", "save_weights", "load_model", "predict_spectra", "forward_batches", "batch_size_for",
            "starforming_probability", "cached_models", "shipped_weights", "default_device", "worker_threads",
            "WEIGHTS_DIR"]
 
-ARCHITECTURES = {"SpectralCNN": SpectralCNN, "RedshiftPDFNet": RedshiftPDFNet,
+ARCHITECTURES = {"SpectralCNN": SpectralCNN, "SpectralEnsemble": SpectralEnsemble, "RedshiftPDFNet": RedshiftPDFNet,
                  "PublishedRedshiftCNN": PublishedRedshiftCNN, "KinematicModel": KinematicModel}
 #: Where the trained weights and their training recipes ship, inside the package.
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"

@@ -38,7 +38,7 @@ from .training_loop import train_epochs
 
 __all__ = ["TrainingSet", "make_training_set", "TrainConfig", "TrainResult", "split_indices", "train_model",
            "load_recipe", "recipe_training_set", "recipe_config", "evaluate", "train_task", "fit_uncertainty",
-           "young_rows", "INSTRUMENTS"]
+           "young_rows", "INSTRUMENTS", "train_ensemble"]
 
 
 @dataclass
@@ -159,6 +159,8 @@ class TrainConfig:
     stem_pool: int = 1
     threads: int | None = None
     device: str | None = None
+    ensemble: int = 1                    # members of a deep ensemble (heteroscedastic regression only)
+    member: int = 0                      # which member this run trains: seeds its initial weights and batch order
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -176,6 +178,7 @@ class TrainResult:
     val_index: np.ndarray | None = None
     test_index: np.ndarray | None = None
     seconds: float = 0.0
+    members: list[dict[str, Any]] = field(default_factory=list)   # per-member figures of an ensemble
 
 
 def split_indices(n: int, split: tuple[float, float, float], seed: int,
@@ -264,7 +267,7 @@ def train_model(x: np.ndarray, y: np.ndarray, config: TrainConfig = TrainConfig(
         With the best-validation weights loaded into ``model``.
     """
     start = time.perf_counter()
-    torch.manual_seed(config.seed)
+    torch.manual_seed(config.seed + 1009 * config.member)   # the split below depends on config.seed alone
     if config.threads:
         torch.set_num_threads(config.threads)
     device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -295,10 +298,35 @@ def train_model(x: np.ndarray, y: np.ndarray, config: TrainConfig = TrainConfig(
     history, best_epoch = train_epochs(
         model, tr, lambda idx: _loss(model, xt[idx].to(device), yt[idx].to(device), config, lines=rows_of(lt, idx)),
         lambda: _evaluate(model, xt, yt, va, config, device, lt=lt), optimiser, scheduler, epochs=config.epochs,
-        batch_size=config.batch_size, seed=config.seed, patience=config.early_stop_patience, progress=progress,
+        batch_size=config.batch_size, seed=config.seed + config.member, patience=config.early_stop_patience,
+        progress=progress,
         start=start)
     return TrainResult(model=model, config=config, history=history, best_epoch=best_epoch, train_index=tr,
                        val_index=va, test_index=te, seconds=time.perf_counter() - start)
+
+
+def train_ensemble(x: np.ndarray, y: np.ndarray, config: TrainConfig = TrainConfig(),
+                   groups: np.ndarray | None = None, progress: bool = False,
+                   lines: np.ndarray | None = None) -> TrainResult:
+    """:func:`train_model`, or ``config.ensemble`` members of it on one split, as a :class:`SpectralEnsemble`.
+
+    Members differ only in ``config.member`` (initial weights, batch order); the returned
+    result carries the ensemble as ``model``, member 0's history and split, the summed
+    training time, and each member's best epoch in ``members``.
+    """
+    from .models.spectral_cnn import SpectralEnsemble
+
+    if config.ensemble <= 1:
+        return train_model(x, y, config, groups=groups, progress=progress, lines=lines)
+    if config.task == "sfclass" or not config.heteroscedastic:
+        raise ValueError("a deep ensemble is built for heteroscedastic regression (the metallicity network)")
+    results = [train_model(x, y, replace(config, member=k), groups=groups, progress=progress, lines=lines)
+               for k in range(config.ensemble)]
+    first = results[0]
+    return replace(first, model=SpectralEnsemble.of([r.model for r in results]).eval(),
+                   seconds=sum(r.seconds for r in results),
+                   members=[{"member": k, "best_epoch": r.best_epoch, "epochs_run": len(r.history),
+                             "seconds": r.seconds} for k, r in enumerate(results)])
 
 
 def _evaluate(model: SpectralCNN, xt: torch.Tensor, yt: torch.Tensor, index: np.ndarray, config: TrainConfig,
@@ -542,8 +570,8 @@ def train_task(task_or_path: str | os.PathLike, out: str | os.PathLike | None = 
     config = recipe_config(recipe)
     data = TrainingSet(x=data.x[:, : config.in_channels], truth=data.truth, lines=data.lines)
     y = data.truth["starforming" if task == "sfclass" else "oh12"].to_numpy()
-    result = train_model(data.x, y, config, groups=data.truth["library_row"].to_numpy(), progress=progress,
-                         lines=data.lines)
+    result = train_ensemble(data.x, y, config, groups=data.truth["library_row"].to_numpy(), progress=progress,
+                            lines=data.lines)
     test_lines = None if data.lines is None else data.lines[result.test_index]
     pred = forward_batches(result.model, data.x[result.test_index], lines=test_lines)
     metrics = evaluate(task, pred, data.truth.iloc[result.test_index])
@@ -554,7 +582,8 @@ def train_task(task_or_path: str | os.PathLike, out: str | os.PathLike | None = 
               "n_val": int(len(result.val_index)), "n_test": int(len(result.test_index)),
               "best_epoch": result.best_epoch, "epochs_run": len(result.history),
               "seconds": {"library": t_library, "training_set": t_data, "training": result.seconds},
-              "test": metrics, "history": result.history}
+              "test": metrics, "history": result.history,
+              **({"members": result.members} if result.members else {})}
     extra: dict[str, Any] = {}
     if "uncertainty" in recipe and config.heteroscedastic:
         t0 = time.perf_counter()

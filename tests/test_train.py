@@ -141,3 +141,29 @@ def test_line_features_recipe_trains_a_network_that_reads_the_fitted_lines(small
     assert batch.inputs["lines"][:, LINE_FEATURE_NAMES.index("missing_ha")].sum() == 0   # Halpha measured
     values = task.predict(task.load_model("cpu"), batch)
     assert np.isfinite(values["oh12"]).all() and (values["oh12_err"] > 0).all()
+
+
+def test_ensemble_recipe_trains_members_on_one_split_and_reports_their_spread(small_library, tmp_path, client):
+    """[train] ensemble = 2: a SpectralEnsemble whose variance is the members' plus their disagreement."""
+    import torch
+
+    from survey_ml.models.spectral_cnn import SpectralEnsemble
+
+    recipe = tmp_path / "metallicity.toml"
+    recipe.write_text(TINY.format(task="metallicity", n=240, rows="young", het="true").replace(
+        "seed = 0\n", "seed = 0\nensemble = 2\n"))
+    out = tmp_path / "metallicity.pt"
+    report = train_task(recipe, out=out, client=client, cache_dir=small_library.path.parent)
+    assert [m["member"] for m in report["members"]] == [0, 1]
+    model, info = load_model(out, "cpu")
+    assert isinstance(model, SpectralEnsemble) and len(model.members) == 2 and info["config"]["in_channels"] == 2
+    a, b = (m.head.weight.detach() for m in model.members)
+    assert not torch.allclose(a, b)                       # different initial weights, same data
+    x = np.random.default_rng(2).random((8, 2, 4201), dtype=np.float32)
+    pred = forward_batches(model, x)
+    with torch.no_grad():
+        members = [m(torch.from_numpy(x)) for m in model.members]
+    mu = torch.stack([m[0] for m in members])[:, :, 0].numpy()
+    var = torch.stack([torch.exp(m[1]) for m in members])[:, :, 0].numpy()
+    np.testing.assert_allclose(pred[:, 0], mu.mean(axis=0), rtol=1e-5)
+    np.testing.assert_allclose(pred[:, 1] ** 2, var.mean(axis=0) + mu.var(axis=0), rtol=1e-4)

@@ -24,7 +24,7 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["SpectralCNN", "gaussian_nll", "conv_trunk_length", "forward_flops", "PUBLISHED", "FAST"]
+__all__ = ["SpectralCNN", "SpectralEnsemble", "gaussian_nll", "conv_trunk_length", "forward_flops", "PUBLISHED", "FAST"]
 
 CHANNELS = (16, 32, 64, 128)
 KERNEL = 3
@@ -223,3 +223,75 @@ def forward_flops(net: SpectralCNN) -> int:
     if net.n_lines:
         flops += 2 * (net.n_lines * net.line_hidden + net.line_hidden**2)
     return flops + 2 * net.head.in_features * net.head.out_features
+
+
+class SpectralEnsemble(nn.Module):
+    """A deep ensemble of heteroscedastic :class:`SpectralCNN` members (Lakshminarayanan et al. 2017).
+
+    Members share the architecture and the training split and differ in their initial
+    weights and batch order. The ensemble's prediction is the mixture's mean and variance,
+    ``mean = <mu_i>`` and ``var = <sigma_i^2> + Var(mu_i)``: the members' own (aleatoric)
+    variances plus their disagreement, which grows on spectra unlike the training set - the
+    epistemic part a single network cannot report. :meth:`features` concatenates the
+    members' features (one pass gives the OOD density's input and the prediction).
+
+    Parameters
+    ----------
+    members : list of dict
+        Each member's :meth:`SpectralCNN.config` (all equal but for the target scaling).
+    n_pix, n_out, in_channels, heteroscedastic, n_lines
+        The members' shared values, repeated in :meth:`config` so that code reading a weights
+        file's config (input channels, line features) treats an ensemble like one network;
+        checked against the members when given.
+
+    Examples
+    --------
+    >>> net = SpectralEnsemble([SpectralCNN(heteroscedastic=True, **FAST).config()] * 3)
+    >>> mean, log_var = net(torch.zeros(2, 1, 4201))
+    >>> tuple(mean.shape), tuple(log_var.shape), tuple(net.features(torch.zeros(2, 1, 4201)).shape)
+    ((2, 1), (2, 1), (2, 4416))
+    """
+
+    def __init__(self, members: list[dict], n_pix: int | None = None, n_out: int | None = None,
+                 in_channels: int | None = None, heteroscedastic: bool = True, n_lines: int | None = None):
+        super().__init__()
+        self.members = nn.ModuleList([SpectralCNN(**m) for m in members])
+        if not self.members or not all(m.heteroscedastic for m in self.members) or not heteroscedastic:
+            raise ValueError("a SpectralEnsemble needs at least one heteroscedastic SpectralCNN member")
+        first = self.members[0]
+        self.n_pix, self.n_out, self.in_channels = first.n_pix, first.n_out, first.in_channels
+        self.n_lines, self.heteroscedastic = first.n_lines, True
+        for name, given in (("n_pix", n_pix), ("n_out", n_out), ("in_channels", in_channels), ("n_lines", n_lines)):
+            if given is not None and any(getattr(m, name) != given for m in self.members):
+                raise ValueError(f"SpectralEnsemble: {name}={given} does not match its members")
+        self._widths = [m.head.in_features for m in self.members]
+
+    @classmethod
+    def of(cls, networks: list[SpectralCNN]) -> "SpectralEnsemble":
+        """An ensemble holding these trained networks (their weights copied)."""
+        ensemble = cls([n.config() for n in networks])
+        for member, net in zip(ensemble.members, networks):
+            member.load_state_dict(net.state_dict())
+        return ensemble
+
+    def forward(self, x: torch.Tensor, lines: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.head_output(self.features(x, lines))
+
+    def features(self, x: torch.Tensor, lines: torch.Tensor | None = None) -> torch.Tensor:
+        """The members' head inputs, side by side."""
+        return torch.cat([m.features(x, lines) for m in self.members], dim=1)
+
+    def head_output(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mixture mean and log-variance from the concatenated member :meth:`features`."""
+        means, variances = [], []
+        for member, part in zip(self.members, torch.split(features, self._widths, dim=1)):
+            mean, log_var = member.head_output(part)
+            means.append(mean)
+            variances.append(torch.exp(log_var))
+        mu = torch.stack(means)
+        var = torch.stack(variances).mean(dim=0) + mu.var(dim=0, unbiased=False)
+        return mu.mean(dim=0), torch.log(var)
+
+    def config(self) -> dict:
+        return {"members": [m.config() for m in self.members], "n_pix": self.n_pix, "n_out": self.n_out,
+                "in_channels": self.in_channels, "heteroscedastic": True, "n_lines": self.n_lines}
