@@ -139,7 +139,7 @@ def held_out_release(work: Path, library_size: int, n: int, cache: str | None, c
     """
     from survey_ml.simulate.library import LibraryConfig, build_library
     from survey_ml.simulate.release import ObservationPlan, simulate_release
-    from survey_ml.spec import load_release_spec
+    from survey_ml.config import load_release_spec
     from survey_ml.store import ingest, open_release
 
     library = build_library(LibraryConfig(n=library_size, seed=0), cache_dir=cache, client=client)

@@ -40,7 +40,7 @@ def main() -> None:
     parser.add_argument("--cache", default=None, help="library cache (default $SURVEY_ML_CACHE or ~/.cache/survey_ml)")
     args = parser.parse_args()
 
-    from survey_ml.cluster import connect
+    from survey_ml.cluster.client import connect
 
     work = Path(tempfile.mkdtemp(prefix="survey_ml_baseline_"))
     client = connect(dashboard_address="127.0.0.1:0", quiet=True)

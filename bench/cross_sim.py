@@ -84,7 +84,7 @@ def oh12_figures(catalog: pd.DataFrame, truth: pd.DataFrame) -> dict:
 
 def redshift_figures(catalog: pd.DataFrame, z_true: np.ndarray) -> dict:
     """z_cnn NMAD of dz/(1+z), outliers (|dz|/(1+z) > 0.01, all and unflagged) and the coverage of z_cnn_err."""
-    from survey_ml.metrics import nmad, outlier_fraction
+    from survey_ml.core.metrics import nmad, outlier_fraction
 
     if "z_cnn" not in catalog:
         return {}
@@ -130,7 +130,7 @@ def survey_mock(work: Path, n: int, library_size: int, client) -> tuple[Path, Pa
     """survey_ml's own generator: seed-0 ``survey``-prior library re-observed (seed 11). (input dir, truth)."""
     from survey_ml.simulate.library import LibraryConfig, build_library
     from survey_ml.simulate.release import ObservationPlan, simulate_release
-    from survey_ml.spec import load_release_spec
+    from survey_ml.config import load_release_spec
 
     library = build_library(LibraryConfig(n=library_size, seed=0), client=client)
     mock = simulate_release(library, work / "survey_mock", n, seed=11,
@@ -149,8 +149,8 @@ def main() -> None:
     parser.add_argument("--keep", default=None, help="keep the mocks' stores and catalogs in this folder")
     args = parser.parse_args()
 
-    from survey_ml.cluster import connect
-    from survey_ml.runner import run_catalog
+    from survey_ml.cluster.client import connect
+    from survey_ml.dask.runner import run_catalog
 
     weights_sets = dict(item.split("=", 1) for item in (args.weights or ["shipped="]))
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="survey_ml_cross_sim_"))

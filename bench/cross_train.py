@@ -9,7 +9,7 @@ then runs on both mocks - survey_ml's own generator being, for these networks, t
 
 The training inputs are what run-catalog feeds the networks: the release is ingested into
 a Zarr store (the same readers and store) and each block goes through
-:func:`survey_ml.preprocess.spectra.model_inputs`. Rows:
+:func:`survey_ml.core.spectra.model_inputs`. Rows:
 
 * metallicity: star-forming hosts of the crosscheck truth with EW(H-alpha) >= 3 A (the
   analogue of the shipped recipe's ``young`` rows), true 12+log(O/H) as the target;
@@ -51,8 +51,8 @@ except ImportError:  # run as a script: bench/ is on sys.path, the repository ro
 def release_inputs(store: Path, lines: bool = False) -> tuple[np.ndarray, pd.DataFrame, np.ndarray | None]:
     """Network inputs (n, 2, 4201) of every ``ok`` row of an ingested store, those rows, and (with
     ``lines``) their emission-line features fitted at the catalogue redshift, as run-catalog does."""
-    from survey_ml.preprocess.lines import line_features
-    from survey_ml.preprocess.spectra import model_inputs
+    from survey_ml.core.lines import line_features
+    from survey_ml.core.spectra import model_inputs
     from survey_ml.store import open_release
 
     release = open_release(store)
@@ -77,8 +77,8 @@ def release_inputs(store: Path, lines: bool = False) -> tuple[np.ndarray, pd.Dat
 def train_one(task: str, x: np.ndarray, y: np.ndarray, out: Path, epochs: int | None,
               lines: np.ndarray | None = None) -> dict:
     """Train ``task`` with its shipped recipe's settings on (x, y[, lines]); write the weights; test figures."""
-    from survey_ml.infer import forward_batches, save_weights, weights_sha256
-    from survey_ml.train import evaluate, load_recipe, recipe_config, train_model
+    from survey_ml.core.inference import forward_batches, save_weights, weights_sha256
+    from survey_ml.train.spectral import evaluate, load_recipe, recipe_config, train_model
 
     config = recipe_config(load_recipe(task))
     if epochs:
@@ -108,7 +108,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the balanced sfclass draw")
     args = parser.parse_args()
 
-    from survey_ml.cluster import connect
+    from survey_ml.cluster.client import connect
     from survey_ml.store import ingest
 
     out = Path(args.out)
@@ -121,7 +121,7 @@ def main() -> None:
                args.store or out / "store", "crosscheck", client=client)
     finally:
         client.close()
-    from survey_ml.train import load_recipe, wants_lines
+    from survey_ml.train.spectral import load_recipe, wants_lines
 
     use_lines = wants_lines(load_recipe("metallicity"))
     if use_lines != wants_lines(load_recipe("sfclass")):

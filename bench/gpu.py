@@ -1,8 +1,8 @@
 """Forward-pass throughput of the dr10 networks on one device: the GPU input of bench/projection.py.
 
 Loads the release spec's networks (metallicity, sfclass, redshift) with
-:func:`survey_ml.infer.load_model` on ``--device`` and times
-:func:`survey_ml.infer.forward_batches` - host-to-device copy, forward pass, copy back, as
+:func:`survey_ml.core.inference.load_model` on ``--device`` and times
+:func:`survey_ml.core.inference.forward_batches` - host-to-device copy, forward pass, copy back, as
 run-catalog runs them - on ``--n`` inputs of each network's shape, at the spec's GPU batch
 size. Inputs are random: the time of a convolutional network does not depend on the values.
 The best of ``--repeats`` passes counts, after one untimed pass (cuDNN picks its kernels).
@@ -54,8 +54,8 @@ def bf16_rate(model, x: np.ndarray, batch_size: int, repeats: int, lines: np.nda
 
 def cuda_run_catalog(store: str, out: str) -> dict:
     """run_catalog dr10 on a ``cuda`` cluster over an ingested store (end to end, all three tasks)."""
-    from survey_ml.cluster import connect
-    from survey_ml.runner import run_catalog
+    from survey_ml.cluster.client import connect
+    from survey_ml.dask.runner import run_catalog
 
     client = connect(cluster="cuda", dashboard_address="127.0.0.1:0", quiet=True)
     try:
@@ -74,7 +74,7 @@ def network_rate(model, x: np.ndarray, batch_size: int, repeats: int, lines: np.
 
     ``lines``: the emission-line features of a network that reads them (their fit is CPU work
     outside the network, timed by the run-catalog benchmarks, not here)."""
-    from survey_ml.infer import forward_batches
+    from survey_ml.core.inference import forward_batches
 
     device = next(model.parameters()).device
     first = min(len(x), batch_size)
@@ -102,8 +102,8 @@ def main() -> None:
 
     import torch
 
-    from survey_ml.infer import WEIGHTS_DIR, default_device, load_model
-    from survey_ml.spec import load_release_spec
+    from survey_ml.core.inference import WEIGHTS_DIR, default_device, load_model
+    from survey_ml.config import load_release_spec
 
     device = torch.device(args.device) if args.device else default_device()
     spec = load_release_spec("dr10")

@@ -49,7 +49,7 @@ def main() -> None:
     parser.add_argument("--chunk-rows", type=int, default=1024)
     args = parser.parse_args()
 
-    from survey_ml.cluster import connect
+    from survey_ml.cluster.client import connect
     from survey_ml.simulate import write_mock_release
     from survey_ml.store import ingest
 

@@ -5,7 +5,7 @@ Steps, each timed:
 
 1. a mock SAMI DR3 release (``survey_ml.simulate.ifu``: SAMI-catalogue population, injected reverse TFR,
    beam-smeared cubes fitted per spaxel, non-arctan curves, clumpy and disturbed discs), written as SAMI files;
-2. every galaxy read back from its files (``survey_ml.io.sami``) and prepared (``survey_ml.preprocess.maps``:
+2. every galaxy read back from its files (``survey_ml.io.sami``) and prepared (``survey_ml.core.maps``:
    S/N >= 10, kinematic PA, de-rotation, 64 x 64, scaling) as Dask tasks on a LocalCluster;
 3. self-supervised training on the release itself (no labels), once with the published decoder and once with
    the PSF-aware decoder (PSF FWHM 2.0", the survey's typical seeing - not the per-galaxy truth);
@@ -40,8 +40,8 @@ REAL = Path(os.environ.get("SURVEY_ML_REAL_FIXTURES", Path(__file__).resolve().p
 
 
 def prepare_release(files: list[str], client) -> tuple[dict, float]:
-    from survey_ml.cluster import run_blocks
-    from survey_ml.kinematics import prepare_map_files
+    from survey_ml.cluster.client import run_blocks
+    from survey_ml.train.kinematics import prepare_map_files
 
     t0 = time.perf_counter()
     blocks = [(files[a: a + 50], "sami") for a in range(0, len(files), 50)]
@@ -51,7 +51,7 @@ def prepare_release(files: list[str], client) -> tuple[dict, float]:
 
 
 def scores(est: dict, truth: pd.DataFrame, ok: np.ndarray) -> dict:
-    from survey_ml.metrics import coverage_within
+    from survey_ml.core.metrics import coverage_within
 
     inc_t = truth["inc_deg"].to_numpy(float)
     sel = ok & (inc_t >= 30)
@@ -72,7 +72,7 @@ def scores(est: dict, truth: pd.DataFrame, ok: np.ndarray) -> dict:
 
 
 def tfr_closure(est: dict, truth: pd.DataFrame, ok: np.ndarray, name: str) -> dict:
-    from survey_ml.relations import fit_tfr
+    from survey_ml.relations.tfr import fit_tfr
     from survey_ml.simulate.ifu import TFR_INJECTED
 
     keep = ok & (est["inclination_deg"] >= 30) & np.isfinite(est[name]) & (est[name] > 0)  # the post cut, as run
@@ -93,8 +93,8 @@ def tfr_closure(est: dict, truth: pd.DataFrame, ok: np.ndarray, name: str) -> di
 def real_galaxy(models: dict) -> dict:
     """SAMI 209807 through preparation and both models."""
     from survey_ml.io.sami import read_sami_catalogue, read_sami_gaskin_pa, read_sami_maps
-    from survey_ml.kinematics import mc_dropout, physical_samples, summarise
-    from survey_ml.preprocess.maps import prepare_galaxy
+    from survey_ml.train.kinematics import mc_dropout, physical_samples, summarise
+    from survey_ml.core.maps import prepare_galaxy
     from survey_ml.simulate.ifu import inclination_from_ellipticity
 
     folder = REAL / "sami"
@@ -123,8 +123,8 @@ def real_galaxy(models: dict) -> dict:
 def main() -> None:
     import torch
 
-    from survey_ml.cluster import connect
-    from survey_ml.kinematics import (KinematicTrainConfig, mc_dropout, physical_samples, summarise,
+    from survey_ml.cluster.client import connect
+    from survey_ml.train.kinematics import (KinematicTrainConfig, mc_dropout, physical_samples, summarise,
                                       train_kinematic_model)
     from survey_ml.simulate.ifu import simulate_ifu_release
 

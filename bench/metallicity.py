@@ -72,7 +72,7 @@ def classifier_metrics(p: np.ndarray, truth_sf: np.ndarray, population: np.ndarr
 
 def evaluate(catalog: pd.DataFrame, truth: pd.DataFrame) -> dict:
     """All figures for one catalog, rows aligned with ``truth``."""
-    from survey_ml.relations import fit_mzr, quadratic
+    from survey_ml.relations.mzr import fit_mzr, quadratic
 
     predicted = catalog["status"].isin(["ok", "masked_values"]).to_numpy()
     sf_true = truth["starforming"].to_numpy(bool)
@@ -116,9 +116,9 @@ def main() -> None:
     parser.add_argument("--compare", nargs="*", default=[], help="NAME=WEIGHTS of other metallicity weights")
     args = parser.parse_args()
 
-    from survey_ml.cluster import connect
-    from survey_ml.runner import run_catalog
-    from survey_ml.relations import plot_mzr
+    from survey_ml.cluster.client import connect
+    from survey_ml.dask.runner import run_catalog
+    from survey_ml.relations.mzr import plot_mzr
 
     work = Path(tempfile.mkdtemp(prefix="survey_ml_metallicity_"))
     client = connect(dashboard_address="127.0.0.1:0", quiet=True)

@@ -251,7 +251,7 @@ def project(rates: dict, a: Assumptions) -> dict:
 def _manga_chunk_rows() -> int:
     """Galaxies per task of the MaNGA spec (64 if the spec cannot be read)."""
     try:
-        from survey_ml.spec import load_release_spec
+        from survey_ml.config import load_release_spec
 
         return int(load_release_spec("manga-dr17")["ingest"]["chunk_rows"])
     except (ImportError, FileNotFoundError, KeyError, ValueError):

@@ -21,7 +21,7 @@ the parent, one measurement at a time:
   ``--n`` spectra, seed 5, written once) into a fresh store, ``--chunk-rows`` rows per chunk;
   timed around the ``ingest`` call;
 * **inference** - ``run_catalog("dr10", store=...)`` of that tree (``survey_ml.pipeline`` in the
-  old one, ``survey_ml.runner`` in the new one; each reads its own ``catalogs/dr10.toml``) on one
+  old one, ``survey_ml.dask.runner`` in the new one; each reads its own ``catalogs/dr10.toml``) on one
   shared store (the store format did not change; it is written once, by the new code) into a
   fresh output folder, timed as ``report.timings["inference"]`` (first part submitted to last
   part written).
@@ -76,11 +76,11 @@ def child(args: argparse.Namespace) -> None:
     answers each with one JSON line, until stdin closes.
     """
     import survey_ml
-    from survey_ml.cluster import connect
+    from survey_ml.cluster import connect  # a module in the old tree, a package in the new
     from survey_ml.store import ingest
 
     try:
-        from survey_ml.runner import run_catalog
+        from survey_ml.dask.runner import run_catalog
     except ImportError:  # the old tree
         from survey_ml.pipeline import run_catalog
 
@@ -94,7 +94,7 @@ def child(args: argparse.Namespace) -> None:
         ingest(args.warm_source, scratch / "store", "dr10", client=client, chunk_rows=32)
         for _ in range(2):  # twice: the first run's tasks may all land on one worker
             shutil.rmtree(scratch / "run", ignore_errors=True)
-            run_catalog("dr10", store=scratch / "store", out=scratch / "run", client=client, progress=False)
+            run_catalog(args.spec, store=scratch / "store", out=scratch / "run", client=client, progress=False)
         ready["warm_up_s"] = round(time.perf_counter() - t, 2)
         shutil.rmtree(scratch, ignore_errors=True)
         _reply(ready)
@@ -112,7 +112,7 @@ def child(args: argparse.Namespace) -> None:
             else:
                 shutil.rmtree(out, ignore_errors=True)
                 t = time.perf_counter()
-                report = run_catalog("dr10", store=store, out=out, client=client, progress=False)
+                report = run_catalog(args.spec, store=store, out=out, client=client, progress=False)
                 result["run_catalog_s"] = round(time.perf_counter() - t, 3)
                 result["seconds"] = report.timings["inference"]
                 result["n_rows"] = int(report.n_rows)
@@ -127,6 +127,24 @@ def child(args: argparse.Namespace) -> None:
 
 
 # --------------------------------------------------------------------------- in the parent
+def same_weights_spec(new: Path, old: Path, work: Path) -> Path:
+    """The new tree's dr10.toml with its metallicity and sfclass weights set to the old tree's files.
+
+    The shipped networks changed after the redesign (they now read fitted emission lines beside
+    the spectrum, a line fit per spectrum): with the old files the new engine runs the networks
+    the old engine runs, so the ratio measures the engine alone.
+    """
+    text = (new / "catalogs" / "dr10.toml").read_text()
+    for task in ("metallicity", "sfclass"):
+        shipped = f'weights = "{task}.pt"'
+        if shipped not in text:
+            raise RuntimeError(f"{new}/catalogs/dr10.toml: no line {shipped!r} to point at the old weights")
+        text = text.replace(shipped, f'weights = "{old / "survey_ml" / "weights" / f"{task}.pt"}"')
+    path = work / "dr10_old_weights.toml"
+    path.write_text(text)
+    return path
+
+
 def ensure_old_tree(old: Path, commit: str) -> None:
     """A detached git worktree of ``commit`` at ``old`` (left in place; never committed)."""
     if (old / "survey_ml" / "pipeline.py").exists():
@@ -138,7 +156,7 @@ class Tree:
     """The measurement server (:func:`child`) of one source tree: a subprocess with ``PYTHONPATH=tree``."""
 
     def __init__(self, name: str, tree: Path, work: Path, args: argparse.Namespace, source: Path,
-                 warm_source: Path) -> None:
+                 warm_source: Path, spec: str = "dr10") -> None:
         self.name, self.tree = name, tree
         env = os.environ | {"PYTHONPATH": str(tree), "PYTHONUNBUFFERED": "1"}
         for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -146,7 +164,7 @@ class Tree:
         self.log_path = work / f"{name}.log"
         self.log = open(self.log_path, "w")
         command = [sys.executable, str(Path(__file__).resolve()), "--child", "--source", str(source),
-                   "--warm-source", str(warm_source), "--chunk-rows", str(args.chunk_rows)]
+                   "--warm-source", str(warm_source), "--chunk-rows", str(args.chunk_rows), "--spec", spec]
         # cwd: a neutral folder, so that nothing but PYTHONPATH decides which survey_ml is imported
         self.proc = subprocess.Popen(command, cwd=work, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=self.log, text=True)
@@ -211,7 +229,11 @@ def main() -> None:
     parser.add_argument("--old", default="/tmp/survey_ml_old", help="git worktree of the old code")
     parser.add_argument("--old-commit", default=OLD_COMMIT, help="commit of the old code (for a new worktree)")
     parser.add_argument("--work", default=None, help="scratch folder (default: a temp dir, removed)")
+    parser.add_argument("--own-weights", action="store_true",
+                        help="the new tree runs its own shipped networks (default: the old tree's metallicity and "
+                             "sfclass weights, so both trees do the same arithmetic and only the engine differs)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--spec", default="dr10", help=argparse.SUPPRESS)
     parser.add_argument("--source", help=argparse.SUPPRESS)
     parser.add_argument("--warm-source", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -228,7 +250,7 @@ def main() -> None:
     t_total = time.perf_counter()
     trees: dict[str, Tree] = {}
     try:
-        from survey_ml.cluster import connect
+        from survey_ml.cluster import connect  # a module in the old tree, a package in the new
         from survey_ml.simulate import write_mock_release
         from survey_ml.store import ingest
 
@@ -240,8 +262,9 @@ def main() -> None:
             warm = write_mock_release(work / "warm-mock", 64, seed=6, client=client)  # the servers' warm-up
         finally:
             client.close()
+        specs = {"old": "dr10", "new": "dr10" if args.own_weights else str(same_weights_spec(new, old, work))}
         for name, tree in paths.items():
-            trees[name] = Tree(name, tree, work, args, mock.catalogue, warm.catalogue)
+            trees[name] = Tree(name, tree, work, args, mock.catalogue, warm.catalogue, specs[name])
             print(f"[redesign] {name} ready ({trees[name].ready['survey_ml_file']}, warm-up "
                   f"{trees[name].ready['warm_up_s']} s)", file=sys.stderr, flush=True)
         runs: dict[str, dict[str, list]] = {stage: {k: [] for k in paths} for stage in ("ingest", "inference")}
@@ -269,6 +292,9 @@ def main() -> None:
         "n_spectra": args.n, "chunk_rows": args.chunk_rows, "n_tasks": -(-args.n // args.chunk_rows),
         "repeats": args.repeats,
         "cluster": "LocalCluster of 2 workers x 1 thread per tree, in that tree's subprocess, warmed, kept for the run",
+        "weights": ("each tree its own shipped networks" if args.own_weights else
+                    "the old tree's metallicity.pt and sfclass.pt in both trees (the new tree's dr10.toml pointed at "
+                    "them): the same arithmetic, only the engine differs"),
         "old": {"tree": str(old), **git_commit(old), "warm_up_s": trees["old"].ready["warm_up_s"]},
         "new": {"tree": str(new), **git_commit(new), "warm_up_s": trees["new"].ready["warm_up_s"]},
         "order": order,

@@ -49,8 +49,8 @@ def held_out(setup: str, n: int, client):
     """The held-out spectra of a setup (cached beside the seed-0 library)."""
     from survey_ml.simulate.library import LibraryConfig, build_library
     from survey_ml.simulate.release import ObservationPlan
-    from survey_ml.spec import load_release_spec
-    from survey_ml.train_redshift import cached_redshift_set
+    from survey_ml.config import load_release_spec
+    from survey_ml.train.redshift import cached_redshift_set
 
     library = build_library(LibraryConfig(n=1500, seed=0, wave_min=600.0, wave_max=10000.0), client=client)
     kwargs = {}
@@ -69,7 +69,7 @@ def _one_core() -> None:
 def run_survey_ml(data, weights: Path, refine: bool | None) -> tuple[pd.DataFrame, float]:
     from threadpoolctl import threadpool_limits
 
-    from survey_ml.redshift import predict_redshifts
+    from survey_ml.core.redshift import predict_redshifts
 
     _one_core()
     mask = (data.ivar <= 0).astype(np.uint8)
@@ -87,8 +87,8 @@ def run_survey_ml(data, weights: Path, refine: bool | None) -> tuple[pd.DataFram
 def run_published(data, weights: Path, setup: str) -> tuple[pd.DataFrame, float]:
     from threadpoolctl import threadpool_limits
 
-    from survey_ml.infer import forward_batches, load_model
-    from survey_ml.preprocess.redshift import published_redshift_inputs
+    from survey_ml.core.inference import forward_batches, load_model
+    from survey_ml.core.redshift_inputs import published_redshift_inputs
 
     _one_core()
     model, _ = load_model(weights, "cpu")
@@ -118,9 +118,9 @@ def run_redrock_on(data, setup: str, work: Path, n: int, workers: int) -> tuple[
     """redrock on the first ``n`` spectra, split over ``workers`` one-core processes; CPU seconds summed."""
     from _redrock import write_redrock_templates
 
-    from survey_ml.preprocess.redshift import setup_of
+    from survey_ml.core.redshift_inputs import setup_of
     from survey_ml.simulate.library import LibraryConfig, build_library
-    from survey_ml.templates import pca_templates
+    from survey_ml.core.templates import pca_templates
 
     s = setup_of(setup)
     library = build_library(LibraryConfig(n=4000, seed=1, wave_min=600.0, wave_max=10000.0))
@@ -147,7 +147,7 @@ def run_redrock_on(data, setup: str, work: Path, n: int, workers: int) -> tuple[
 
 
 def scores(z_true: np.ndarray, pred: pd.DataFrame, select: np.ndarray) -> dict:
-    from survey_ml.metrics import coverage_within, nmad, outlier_fraction
+    from survey_ml.core.metrics import coverage_within, nmad, outlier_fraction
 
     z, zerr = pred["z"].to_numpy(float)[select], pred["zerr"].to_numpy(float)[select]
     t = z_true[select]
@@ -194,8 +194,8 @@ def plot(results: dict, preds: dict, truths: dict, path: Path) -> Path:
 
 
 def main() -> None:
-    from survey_ml.cluster import connect
-    from survey_ml.infer import WEIGHTS_DIR
+    from survey_ml.cluster.client import connect
+    from survey_ml.core.inference import WEIGHTS_DIR
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=5000, help="held-out LAMOST spectra")

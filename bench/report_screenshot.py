@@ -70,8 +70,8 @@ def self_contained(page: str) -> dict:
 
 def small_run(n_mock: int, out: Path) -> Path:
     """A small dr10 run (mock release with truth) on a LocalCluster; returns its report.html."""
-    from survey_ml.cluster import connect
-    from survey_ml.runner import run_catalog
+    from survey_ml.cluster.client import connect
+    from survey_ml.dask.runner import run_catalog
 
     client = connect(dashboard_address="127.0.0.1:0")
     try:

@@ -34,9 +34,9 @@ def plain_loop(store: Path, weights: dict[str, str], threads: int, cuts: dict, b
     import torch
     import zarr
 
-    from survey_ml.infer import forward_batches, load_model
-    from survey_ml.preprocess.lines import line_features
-    from survey_ml.preprocess.spectra import model_inputs, select_rows
+    from survey_ml.core.inference import forward_batches, load_model
+    from survey_ml.core.lines import line_features
+    from survey_ml.core.spectra import model_inputs, select_rows
     from survey_ml.store import open_release
 
     torch.set_num_threads(threads)
@@ -68,12 +68,12 @@ def main() -> None:
     parser.add_argument("--keep", default=None, help="keep the mock files and store here (reused if present)")
     args = parser.parse_args()
 
-    from survey_ml.cluster import connect
-    from survey_ml.infer import load_model, shipped_weights
+    from survey_ml.cluster.client import connect
+    from survey_ml.core.inference import load_model, shipped_weights
     from survey_ml.models.spectral_cnn import forward_flops
-    from survey_ml.runner import run_catalog
+    from survey_ml.dask.runner import run_catalog
     from survey_ml.simulate import DEFECTS, inject_defect, write_mock_release
-    from survey_ml.spec import load_release_spec
+    from survey_ml.config import load_release_spec
     from survey_ml.store import ingest, open_release
 
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="survey_ml_run_catalog_"))

@@ -1,7 +1,7 @@
 """Strong scaling of run-catalog dr10 inference on this machine: 1 worker against 2 workers.
 
 The same store - ``--n`` parametric mock LAMOST spectra, ingested once and cached in
-``--work`` - is run through :func:`survey_ml.runner.run_catalog` (every task of the dr10
+``--work`` - is run through :func:`survey_ml.dask.runner.run_catalog` (every task of the dr10
 spec: metallicity, sfclass and the redshift network with its template refinement) on a
 LocalCluster of 1 worker x 1 thread and of 2 workers x 1 thread (one torch thread per
 worker). Per configuration:
@@ -48,7 +48,7 @@ from _common import emit
 
 def cached_store(work: Path, n: int, chunk_rows: int) -> tuple[Path, float | None]:
     """An ingested dr10 store of ``n`` parametric mock spectra, built once (ingest seconds, None if reused)."""
-    from survey_ml.cluster import connect
+    from survey_ml.cluster.client import connect
     from survey_ml.simulate import write_mock_release
     from survey_ml.store import ingest, open_release
 
@@ -92,7 +92,7 @@ def timed_run(client, store: Path, out: Path) -> dict:
     """One run-catalog inference on ``client``'s cluster: wall, worker CPU seconds, task compute seconds."""
     from distributed import get_task_stream
 
-    from survey_ml.runner import run_catalog
+    from survey_ml.dask.runner import run_catalog
 
     shutil.rmtree(out, ignore_errors=True)
     cpu0 = client.run(process_cpu_seconds)
@@ -131,7 +131,7 @@ def time_configurations(store: Path, workers: list[int], repeats: int, work: Pat
     The configurations take turns (1, 2, 1, 2, ...) so that a change in the machine's other
     load during the benchmark falls on both alike.
     """
-    from survey_ml.cluster import connect
+    from survey_ml.cluster.client import connect
 
     clients, warm, runs = {}, {}, {k: [] for k in workers}
     try:
@@ -219,11 +219,11 @@ def stage_profile(store: Path, spec: dict, weights: dict[str, str], rows: int) -
     """
     import torch
 
-    from survey_ml.infer import forward_batches, load_model
-    from survey_ml.preprocess.lines import line_features
-    from survey_ml.preprocess.redshift import on_setup_grid, scaled_inputs, setup_of
-    from survey_ml.preprocess.spectra import model_inputs
-    from survey_ml.redshift import predict_redshifts
+    from survey_ml.core.inference import forward_batches, load_model
+    from survey_ml.core.lines import line_features
+    from survey_ml.core.redshift_inputs import on_setup_grid, scaled_inputs, setup_of
+    from survey_ml.core.spectra import model_inputs
+    from survey_ml.core.redshift import predict_redshifts
     from survey_ml.store import open_release
 
     try:
@@ -292,7 +292,7 @@ def stage_profile(store: Path, spec: dict, weights: dict[str, str], rows: int) -
 
 def network_flops(weights: dict[str, str]) -> dict[str, int]:
     """FLOPs of one forward pass of one spectrum (2 per multiply-add) of each network of the spec."""
-    from survey_ml.infer import load_model
+    from survey_ml.core.inference import load_model
     from survey_ml.models import redshift_cnn, spectral_cnn
 
     out = {}
@@ -314,7 +314,7 @@ def main() -> None:
                                                                    / "survey_ml")) / "bench-scaling"))
     args = parser.parse_args()
 
-    from survey_ml.spec import load_release_spec
+    from survey_ml.config import load_release_spec
     from survey_ml.tasks.registry import tasks_from_spec
 
     spec = load_release_spec("dr10")

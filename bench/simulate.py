@@ -69,7 +69,7 @@ def main() -> None:
     parser.add_argument("--cache", default=None, help="library cache (default: a temp dir, so the build is timed)")
     args = parser.parse_args()
 
-    from survey_ml.cluster import connect
+    from survey_ml.cluster.client import connect
     from survey_ml.simulate.library import LibraryConfig, build_library
     from survey_ml.simulate.release import simulate_release
     from survey_ml.store import ingest

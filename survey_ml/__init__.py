@@ -12,12 +12,12 @@ A task of one's own subclasses :class:`survey_ml.Task` and is registered with
 :func:`survey_ml.register` or through the ``survey_ml.tasks`` entry-point group.
 """
 from ._version import __version__
-from .errors import SurveyFileError
+from .io.errors import SurveyFileError
 
 __all__ = ["__version__", "SurveyFileError", "open_release", "run_catalog", "connect", "Task", "Column", "register"]
 
 #: Public names imported on first use, so ``import survey_ml`` loads neither torch nor dask.
-_LAZY = {"open_release": "survey_ml.dask.catalog", "run_catalog": "survey_ml.runner", "connect": "survey_ml.cluster",
+_LAZY = {"open_release": "survey_ml.dask.catalog", "run_catalog": "survey_ml.dask.runner", "connect": "survey_ml.cluster.client",
          "Task": "survey_ml.tasks.base", "Column": "survey_ml.tasks.base", "register": "survey_ml.tasks.registry"}
 
 

@@ -69,7 +69,7 @@ def fixed_runs(root: Path, client) -> dict[str, pd.DataFrame]:
 if __name__ == "__main__":
     import tempfile
 
-    from survey_ml.cluster import connect
+    from survey_ml.cluster.client import connect
 
     with tempfile.TemporaryDirectory() as tmp:
         client = connect(n_workers=2, dashboard_address="127.0.0.1:0", quiet=True)

@@ -15,7 +15,7 @@ def pytest_collection_modifyitems(config, items):
     """``gpu``-marked tests run only where dask-cuda finds a GPU (they are skipped, with why, elsewhere)."""
     if not any("gpu" in item.keywords for item in items):
         return
-    from survey_ml.cluster import gpu_count
+    from survey_ml.cluster.client import gpu_count
 
     n_gpus, reason = gpu_count()
     if n_gpus:
@@ -37,7 +37,7 @@ def real_fixtures() -> Path:
 @pytest.fixture(scope="session")
 def client():
     """A real distributed LocalCluster: 2 worker processes, 1 thread each, localhost dashboard."""
-    from survey_ml.cluster import connect
+    from survey_ml.cluster.client import connect
 
     c = connect(n_workers=2, dashboard_address="127.0.0.1:0", quiet=True)
     yield c

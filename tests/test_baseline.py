@@ -11,7 +11,7 @@ from survey_ml.core.line_fit import (BALMER_ABSORPTION_FWHM, BALMER_ABSORPTION_W
 from survey_ml.core.line_fit_exact import fit_strong_lines
 from survey_ml.core.strong_lines import BASELINE_COLUMNS, BASELINE_STATUSES, strong_line_metallicity
 from survey_ml.simulate.parametric import make_lamost_spectrum
-from survey_ml.wavelength import LAMOST_LRS_GRID
+from survey_ml.core.wavelength import LAMOST_LRS_GRID
 
 C_KMS = 299_792.458
 WAVE = LAMOST_LRS_GRID.wavelength()

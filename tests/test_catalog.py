@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.dataset as ds
 
-from survey_ml.catalog import export_fits, finished_parts, part_path, read_catalog, read_provenance, write_part
+from survey_ml.catalog.parts import export_fits, finished_parts, part_path, read_catalog, read_provenance, write_part
 
 PROVENANCE = {"version": "0.1.0", "weights_sha256": "ab" * 32, "release": "dr10", "store": "/data/dr10"}
 
@@ -52,7 +52,7 @@ def test_tidy_catalog_dir_removes_foreign_parts_and_old_temporaries_only(tmp_pat
     import os
     import time
 
-    from survey_ml.catalog import tidy_catalog_dir
+    from survey_ml.catalog.parts import tidy_catalog_dir
 
     for name in ("part-000000.parquet", "part-000003.parquet", "part-x.parquet", ".part-000001.parquet.tmp-1-ab",
                  ".part-000002.parquet.tmp-2-cd"):

@@ -7,7 +7,7 @@ import urllib.request
 
 from distributed import LocalCluster
 
-from survey_ml.cluster import SCHEDULER_ENV, connect
+from survey_ml.cluster.client import SCHEDULER_ENV, connect
 
 
 def test_default_is_local_cluster_with_localhost_dashboard(client, capsys):
@@ -47,7 +47,7 @@ def test_cli_uses_scheduler_flag(tmp_path):
 
     mock = write_mock_release(tmp_path / "mock", 8, seed=2)
     with LocalCluster(n_workers=1, processes=False, dashboard_address=None, protocol="tcp://", host="127.0.0.1") as cluster:
-        out = subprocess.run([sys.executable, "-m", "survey_ml.cli", "ingest", str(mock.spectra_dir),
+        out = subprocess.run([sys.executable, "-m", "survey_ml.cli.main", "ingest", str(mock.spectra_dir),
                               "--store", str(tmp_path / "store"), "--scheduler", cluster.scheduler_address],
                              capture_output=True, text=True, timeout=300)
         assert out.returncode == 0, out.stderr
@@ -60,7 +60,7 @@ def test_cuda_cluster_falls_back_to_cpu_workers_with_a_reason(capsys):
 
     import pytest
 
-    from survey_ml.cluster import gpu_count
+    from survey_ml.cluster.client import gpu_count
 
     n_gpus, reason = gpu_count()
     if n_gpus:
@@ -89,7 +89,7 @@ def test_fallback_reason_when_dask_cuda_lacks_its_cuda_runtime(tmp_path, monkeyp
     monkeypatch.syspath_prepend(str(tmp_path))
     for name in [m for m in sys.modules if m == "dask_cuda" or m.startswith("dask_cuda.")]:
         monkeypatch.delitem(sys.modules, name)
-    from survey_ml.cluster import gpu_count
+    from survey_ml.cluster.client import gpu_count
 
     n, reason = gpu_count()
     assert n == 0 and reason.startswith("dask-cuda cannot be imported")
@@ -110,7 +110,7 @@ def test_cuda_cluster_puts_one_worker_on_each_gpu():
         assert c.survey_ml_kind == "cuda"
 
         def device_of_model():
-            from survey_ml.infer import load_model, shipped_weights
+            from survey_ml.core.inference import load_model, shipped_weights
 
             model, _ = load_model(shipped_weights("metallicity"))
             return str(next(model.parameters()).device)

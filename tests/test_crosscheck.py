@@ -60,7 +60,7 @@ def test_release_round_trips_through_the_lamost_reader(crosscheck_release):
 
 
 def test_run_catalog_reads_the_crosscheck_release(crosscheck_release, tmp_path, client):
-    from survey_ml.runner import run_catalog
+    from survey_ml.dask.runner import run_catalog
 
     report = run_catalog("dr10", input=crosscheck_release, out=tmp_path / "run", client=client, progress=False,
                          tasks=["metallicity", "sfclass"])

@@ -19,8 +19,8 @@ import dask.config
 import pytest
 from dask.utils import parse_bytes
 
-from survey_ml.hpc import DEFAULTS, SCHEDULER_PLACEHOLDER, dashboard_link, hpc_settings, job_script, jobqueue_cluster
-from survey_ml.spec import load_release_spec
+from survey_ml.cluster.hpc import DEFAULTS, SCHEDULER_PLACEHOLDER, dashboard_link, hpc_settings, job_script, jobqueue_cluster
+from survey_ml.config import load_release_spec
 
 pytest.importorskip("dask_jobqueue", reason="dask-jobqueue not installed (pip install 'survey_ml[hpc]')")
 
@@ -263,7 +263,7 @@ def test_mpi_launcher_runs_a_survey_ml_command(mock_spectra, tmp_path):
     """mpirun -n 3: rank 0 scheduler, rank 1 `survey-ml ingest`, rank 2 the worker doing it."""
     mpirun = shutil.which("mpirun") or shutil.which("mpiexec")
     store = tmp_path / "store"
-    stdout = _run([mpirun, "-n", "3", sys.executable, "-m", "survey_ml.mpi", "--memory-limit", "1GiB",
+    stdout = _run([mpirun, "-n", "3", sys.executable, "-m", "survey_ml.cli.mpi_launch", "--memory-limit", "1GiB",
                    "--dashboard-address", "127.0.0.1:0", "--local-directory", str(tmp_path), "ingest", str(mock_spectra), "--store", str(store)])
     _assert_ingested_by_mpi_worker(stdout, store)
 

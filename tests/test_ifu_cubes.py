@@ -14,7 +14,7 @@ from survey_ml.store import (CUBE_ARRAYS, CUBE_FILL, MAP_ARRAYS, MANGA_LOGCUBE_G
                                  moment_maps_from_store, open_ifu_release)
 from survey_ml.io.ifu import C_KMS, IFUCube
 from survey_ml.io.manga import DRP_DONOTUSE, read_manga_logcube, write_drpall, write_manga_logcube
-from survey_ml.moments import HALPHA_VACUUM, halpha_planes, halpha_window, moment_maps_from_cube
+from survey_ml.core.moments import HALPHA_VACUUM, halpha_planes, halpha_window, moment_maps_from_cube
 
 WAVE = MANGA_LOGCUBE_GRID.wavelength()
 #: Redshifts of the good cubes: H-alpha in wavelength chunk 10, 10-11, 11, 11-12 and 12 (256 planes each).
@@ -121,7 +121,7 @@ def test_cube_chunks_hold_whole_galaxies_and_halpha_touches_two_wavelength_chunk
 
 
 def test_maps_from_stored_cubes_equal_moment_maps_of_the_files(cube_files, cube_store):
-    from survey_ml.preprocess.maps import prepare_galaxies
+    from survey_ml.core.maps import prepare_galaxies
 
     _, good, _, _ = cube_files
     store, first, second = cube_store
@@ -223,7 +223,7 @@ def test_cube_window_keeps_a_wavelength_range(cube_files, tmp_path):
 def test_a_logcube_only_release_runs_through_the_ifu_pipeline(cube_store, tmp_path, client):
     """run-catalog manga-dr17 on the store as it is: the same disc at five redshifts (H-alpha in five different
     wavelength chunks) gets the same kinematics."""
-    from survey_ml.runner import run_catalog
+    from survey_ml.dask.runner import run_catalog
 
     report = run_catalog("manga-dr17", store=cube_store[0], out=tmp_path / "run", client=client, progress=False)
     catalog = pd.read_parquet(report.catalog_dir).set_index("id")

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from astropy.io import fits
 
-from survey_ml.errors import SurveyFileError
+from survey_ml.io.errors import SurveyFileError
 from survey_ml.io import ifu, manga, sami
 from survey_ml.io.ifu import IFUCube, IFUMaps
 from survey_ml.io.manga import (DONOTUSE, NOVALUE, log_mstar_h70, read_drpall, read_manga_logcube,

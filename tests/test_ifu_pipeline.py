@@ -9,7 +9,7 @@ import pytest
 
 from survey_ml.dask.blocks import catalog_columns
 from survey_ml.tasks.kinematics import FLAG, Kinematics
-from survey_ml.runner import run_catalog
+from survey_ml.dask.runner import run_catalog
 from survey_ml.simulate.ifu import TFR_INJECTED
 
 
@@ -112,7 +112,7 @@ def test_real_sami_galaxy_runs_through(real_fixtures, tmp_path, client):
 
 def _spec_with(tmp_path, kinematics: str):
     """sami-dr3.toml with its [tasks.kinematics] table replaced (a user's own spec file)."""
-    from survey_ml.spec import load_release_spec
+    from survey_ml.config import load_release_spec
 
     text = open(load_release_spec("sami-dr3")["release"]["spec_path"]).read()
     head, rest = text.split("[tasks.kinematics]", 1)
@@ -127,7 +127,7 @@ def test_combined_training_uses_both_surveys_and_blind_uses_the_other_surveys_we
     import torch
 
     from survey_ml.store import ingest_ifu
-    from survey_ml.infer import WEIGHTS_DIR, weights_sha256
+    from survey_ml.core.inference import WEIGHTS_DIR, weights_sha256
     from survey_ml.simulate.ifu import simulate_ifu_release
 
     manga = simulate_ifu_release(tmp_path / "manga", 24, survey="manga", seed=8, client=client)
@@ -147,7 +147,7 @@ def test_combined_training_uses_both_surveys_and_blind_uses_the_other_surveys_we
 
     blind = run_catalog(_spec_with(tmp_path, 'train = "blind"\nmc_samples = 10\n'), input=sami_mock.root,
                         out=tmp_path / "blind", client=client, progress=False)
-    from survey_ml.catalog import read_provenance
+    from survey_ml.catalog.parts import read_provenance
 
     part = sorted(blind.catalog_dir.glob("part-*.parquet"))[0]
     assert read_provenance(part)["weights_sha256"]["kinematics"] == weights_sha256(WEIGHTS_DIR / "kinematics_manga.pt")

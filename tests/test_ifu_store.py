@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from astropy.io import fits
 
-from survey_ml.errors import SurveyFileError
+from survey_ml.io.errors import SurveyFileError
 from survey_ml.store import (HALPHA_VACUUM, MAP_ARRAYS, PREPARE_INPUTS, discover_ifu_files, ingest_ifu,
                                  moment_maps_from_cube, open_ifu_release)
 from survey_ml.io.ifu import C_KMS, IFUCube
@@ -140,7 +140,7 @@ def test_rerun_writes_nothing(sami_release, sami_store, client):
 
 
 def test_prepare_galaxies_reads_a_block(sami_store):
-    from survey_ml.preprocess.maps import prepare_galaxies
+    from survey_ml.core.maps import prepare_galaxies
 
     release = open_ifu_release(sami_store[0])
     out = prepare_galaxies(release.read_block(0, 3, PREPARE_INPUTS))

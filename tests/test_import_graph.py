@@ -180,7 +180,8 @@ def describe(cycle: list[str], graph: dict[str, dict[str, int]], modules: dict[s
 
 def test_graph_sees_the_package():
     graph = import_graph()
-    assert f"{PACKAGE}.cli" in graph and f"{PACKAGE}.cluster" in graph[f"{PACKAGE}.cli"]
+    assert f"{PACKAGE}.cluster.client" in graph[f"{PACKAGE}.cli.main"]
+    assert f"{PACKAGE}.core.spectra" in graph[f"{PACKAGE}.tasks.spectra_inputs"]
 
 
 def test_module_graph_has_no_cycles():
@@ -191,8 +192,50 @@ def test_module_graph_has_no_cycles():
         describe(cycle, graph, modules) for cycle in found)
 
 
-def test_importing_the_cluster_module_does_not_load_the_cli():
+#: The package's layers, top first: data flows down this list and imports point the same
+#: way (a module may import its own layer or any below it, never one above).
+LAYERS = (
+    ("__main__", "cli"),                         # the command line: thin layers over the API
+    ("dask",),                                   # the catalog as a Dask graph: blocks, lazy frame, runner
+    ("report",),                                 # what a run shows: HTML report, progress
+    ("tasks",),                                  # the Task contract and every task
+    ("train", "store", "simulate"),              # training, the release store, mock releases
+    ("catalog", "relations"),                    # catalog parts on disk; scaling relations
+    ("cluster",),                                # where work runs: connect, run_blocks, HPC, MPI
+    ("core", "models"),                          # per-block numpy/torch functions; the networks
+    ("io", "config", "_version", "__init__"),    # file formats; release specs; the version
+)
+
+
+def layer_of(module: str) -> int:
+    """Index in :data:`LAYERS` of ``module``'s first-level package (``survey_ml`` itself: ``__init__``)."""
+    parts = module.split(".")
+    top = parts[1] if len(parts) > 1 else "__init__"
+    for rank, names in enumerate(LAYERS):
+        if top in names:
+            return rank
+    raise AssertionError(f"{module}: its package {top!r} is in no layer of LAYERS; place it")
+
+
+def test_imports_point_down_the_layers():
+    graph = import_graph()
+    modules = module_names(ROOT)
+    upward = [f"{a} -> {b}: {modules[a].relative_to(ROOT.parent)}:{line}"
+              for a, edges in sorted(graph.items()) for b, line in sorted(edges.items())
+              if a != PACKAGE and b != PACKAGE and layer_of(b) < layer_of(a)]
+    assert not upward, "imports pointing up the layers:\n" + "\n".join(upward)
+
+
+def test_models_do_not_import_core():
+    """Same layer, one direction: the networks are plain torch modules (core loads them)."""
+    graph = import_graph()
+    assert not [(a, b) for a, edges in graph.items() for b in edges
+                if a.startswith(f"{PACKAGE}.models") and b.startswith(f"{PACKAGE}.core")]
+
+
+def test_importing_the_cluster_package_does_not_load_the_cli_or_the_engine():
     code = f"import sys, {PACKAGE}.cluster; print(sorted(m for m in sys.modules if m.startswith('{PACKAGE}')))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     loaded = eval(result.stdout.strip().splitlines()[-1])
-    assert f"{PACKAGE}.cli" not in loaded, loaded
+    assert f"{PACKAGE}.cluster.client" in loaded
+    assert not [m for m in loaded if m.split(".")[1:2] in (["cli"], ["dask"], ["tasks"], ["store"])], loaded

@@ -5,9 +5,9 @@ import dask.array as da
 import numpy as np
 import torch
 
-from survey_ml.infer import cached_models, load_model, predict_spectra, save_weights, weights_sha256
+from survey_ml.core.inference import cached_models, load_model, predict_spectra, save_weights, weights_sha256
 from survey_ml.models.spectral_cnn import SpectralCNN
-from survey_ml.preprocess.spectra import minmax_normalise, to_model_grid
+from survey_ml.core.spectra import minmax_normalise, to_model_grid
 from survey_ml.simulate import write_mock_release
 from survey_ml.store import ingest, open_release
 
@@ -45,7 +45,7 @@ def test_map_blocks_matches_a_plain_torch_loop_and_loads_once_per_worker(tmp_pat
         expected = model(torch.from_numpy(x)).numpy()
     assert pred.shape == (48, 1) and np.allclose(pred, expected, atol=1e-5)
     sha = weights_sha256(weights)
-    per_worker = client.run(lambda: [k for k in __import__("survey_ml.infer").infer.cached_models() if k[0] == sha])
+    per_worker = client.run(lambda: [k for k in __import__("survey_ml.core.inference", fromlist=["cached_models"]).cached_models() if k[0] == sha])
     assert all(len(v) <= 1 for v in per_worker.values()) and sum(len(v) for v in per_worker.values()) >= 1
     assert (sha, "cpu") not in cached_models()  # the client never built it
 
@@ -58,7 +58,7 @@ def test_empty_block_gives_an_empty_array(tmp_path):
 
 def test_batch_size_does_not_change_predictions():
     """forward_batches: one block in batches of 3 or 512 gives the same numbers (the GPU batch is only a speed knob)."""
-    from survey_ml.infer import forward_batches, shipped_weights
+    from survey_ml.core.inference import forward_batches, shipped_weights
 
     model, info = load_model(shipped_weights("metallicity"), "cpu")
     rng = np.random.default_rng(0)
@@ -71,7 +71,7 @@ def test_batch_size_does_not_change_predictions():
 @__import__("pytest").mark.gpu
 def test_gpu_predictions_match_cpu():
     """On a GPU: the same weights on cuda (pinned host buffer, large batch) agree with the CPU to 1e-3 dex."""
-    from survey_ml.infer import forward_batches, shipped_weights
+    from survey_ml.core.inference import forward_batches, shipped_weights
 
     rng = np.random.default_rng(1)
     x = rng.random((4096, 2, 4201), dtype=np.float32)

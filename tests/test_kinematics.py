@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from scipy.ndimage import gaussian_filter
 
-from survey_ml.kinematics import KinematicTrainConfig, mc_dropout, physical_samples, summarise, train_kinematic_model
+from survey_ml.train.kinematics import KinematicTrainConfig, mc_dropout, physical_samples, summarise, train_kinematic_model
 from survey_ml.models.kinematics import KinematicModel, render_maps
 
 

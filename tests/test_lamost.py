@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from astropy.io import fits
 
-from survey_ml.errors import SurveyFileError
+from survey_ml.io.errors import SurveyFileError
 from survey_ml.io.lamost import (CATALOGUE_DTYPES, lamost_filename, read_lamost_catalogue,
                                  read_lamost_spectrum, write_lamost_catalogue, write_lamost_spectrum)
 from survey_ml.simulate.parametric import make_lamost_spectrum

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter
 
-from survey_ml.preprocess.maps import (KinematicPA, derotate, kinematic_pa, prepare_galaxies, prepare_galaxy,
+from survey_ml.core.maps import (KinematicPA, derotate, kinematic_pa, prepare_galaxies, prepare_galaxy,
                                        resample, scale_moment0, scale_moment1, snr_mask)
 
 

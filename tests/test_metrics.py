@@ -1,7 +1,7 @@
 """Metrics against values worked out by hand."""
 import numpy as np
 
-from survey_ml.metrics import coverage_within, nmad, outlier_fraction
+from survey_ml.core.metrics import coverage_within, nmad, outlier_fraction
 
 
 def test_nmad_and_eta_by_hand_with_missing_predictions():

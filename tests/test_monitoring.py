@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from survey_ml.catalog import part_path, write_part
-from survey_ml.cli import main
-from survey_ml.progress import JOURNAL_NAME, RunJournal, run_status
+from survey_ml.catalog.parts import part_path, write_part
+from survey_ml.cli.main import main
+from survey_ml.report.progress import JOURNAL_NAME, RunJournal, run_status
 
 
 # --------------------------------------------------------------------------- (a) dashboard
@@ -48,7 +48,7 @@ def test_dashboard_serves_the_status_page_and_bokeh(client):
 
 
 def test_dashboard_is_bound_to_localhost_by_default(monkeypatch):
-    from survey_ml.cluster import connect
+    from survey_ml.cluster.client import connect
 
     monkeypatch.delenv("SURVEY_ML_SCHEDULER", raising=False)
     local = connect(n_workers=1, processes=False, quiet=True)   # the default dashboard address
@@ -129,8 +129,8 @@ def test_status_of_a_run_whose_driver_was_killed(tmp_path):
     out = tmp_path / "run"
     script = textwrap.dedent(f"""
         import os, signal, pandas as pd
-        from survey_ml.catalog import write_part
-        from survey_ml.progress import RunJournal
+        from survey_ml.catalog.parts import write_part
+        from survey_ml.report.progress import RunJournal
         journal = RunJournal({str(out)!r}, "dr10", heartbeat_s=0.2)
         journal.stage("inference", total=4)
         write_part(pd.DataFrame({{"row": range(10)}}), {str(out / "catalog")!r}, 0, {{}})
@@ -194,7 +194,7 @@ class _Page(HTMLParser):
 @pytest.fixture(scope="module")
 def small_run(small_library, tmp_path_factory, client):
     """A real dr10 run of 240 held-out mock spectra with their truth table (masses and truth)."""
-    from survey_ml.runner import run_catalog
+    from survey_ml.dask.runner import run_catalog
     from survey_ml.simulate.release import simulate_release
 
     root = tmp_path_factory.mktemp("monitoring")
@@ -257,7 +257,7 @@ def test_status_of_the_finished_real_run(small_run, capsys):
 def test_html_report_of_an_ifu_run_shows_its_flags_truth_and_tfr(tmp_path, client):
     """A real SAMI run (its own small mock release, with truth): the kinematic report."""
     from survey_ml.tasks.kinematics import FLAG
-    from survey_ml.runner import run_catalog
+    from survey_ml.dask.runner import run_catalog
 
     report = run_catalog("sami-dr3", out=tmp_path / "run", client=client, n_mock=30, progress=False)
     page = _Page()

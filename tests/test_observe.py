@@ -83,7 +83,7 @@ def test_rest_frame_must_cover_the_observed_range():
 
 def test_release_spec_plans_the_redshift_and_snr_draws():
     from survey_ml.simulate.release import ObservationPlan, draw_observations
-    from survey_ml.spec import load_release_spec
+    from survey_ml.config import load_release_spec
 
     spec = load_release_spec("dr10")
     rng = np.random.default_rng(0)

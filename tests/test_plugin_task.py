@@ -62,7 +62,7 @@ def test_entry_point_task_runs_over_a_release_without_touching_survey_ml(install
     made = _python(installed, f"""
         import torch
         from halpha_window.task import WindowNet
-        from survey_ml.infer import save_weights
+        from survey_ml.core.inference import save_weights
         from survey_ml.tasks import available_tasks, get_task
         torch.manual_seed(3)
         save_weights(WindowNet(), {str(tmp_path / 'window.pt')!r}, "halpha_window", ["halpha_score"])
@@ -83,7 +83,7 @@ def test_entry_point_task_runs_over_a_release_without_touching_survey_ml(install
     """))
     run = _python(installed, f"""
         import sys
-        from survey_ml.cli import main
+        from survey_ml.cli.main import main
         sys.exit(main(["run-catalog", {str(spec)!r}, "--store", {str(tmp_path / 'store')!r},
                        "--out", {str(tmp_path / "run")!r}, "--workers", "1"]))
     """, tmp_path)
@@ -98,7 +98,7 @@ def test_entry_point_task_runs_over_a_release_without_touching_survey_ml(install
     check = _python(installed, f"""
         import numpy as np, pandas as pd, torch
         from halpha_window.task import WindowNet, halpha_windows
-        from survey_ml.infer import load_model
+        from survey_ml.core.inference import load_model
         from survey_ml.store import open_release
         release = open_release({str(tmp_path / 'store')!r})
         rows = np.arange(10)
@@ -116,7 +116,7 @@ def test_entry_point_task_runs_over_a_release_without_touching_survey_ml(install
 
 
 def test_an_unknown_option_of_a_task_names_the_key_and_the_file(tmp_path):
-    from survey_ml.spec import SpecError, load_release_spec
+    from survey_ml.config import SpecError, load_release_spec
     from survey_ml.tasks.registry import tasks_from_spec
 
     spec = tmp_path / "typo.toml"

@@ -5,7 +5,7 @@ import dask.array as da
 import numpy as np
 
 from survey_ml.io.lamost import read_lamost_spectrum
-from survey_ml.preprocess.spectra import MODEL_WAVELENGTH, minmax_normalise, to_model_grid
+from survey_ml.core.spectra import MODEL_WAVELENGTH, minmax_normalise, to_model_grid
 from survey_ml.simulate import write_mock_release
 from survey_ml.store import ingest, open_release
 
@@ -52,8 +52,8 @@ def test_masked_pixels_are_bridged_not_used():
 
 def test_vectorised_rows_equal_np_interp_and_gappy_rows_use_their_good_pixels():
     """The whole-block fast path (rows without gaps) gives np.interp's values; rows with gaps are bridged."""
-    from survey_ml.preprocess.spectra import MODEL_WAVELENGTH, to_model_grid
-    from survey_ml.wavelength import LAMOST_LRS_GRID
+    from survey_ml.core.spectra import MODEL_WAVELENGTH, to_model_grid
+    from survey_ml.core.wavelength import LAMOST_LRS_GRID
 
     wave = LAMOST_LRS_GRID.wavelength()
     rng = np.random.default_rng(1)

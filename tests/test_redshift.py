@@ -7,10 +7,10 @@ import math
 import numpy as np
 import pytest
 
-from survey_ml.infer import WEIGHTS_DIR, load_model
-from survey_ml.metrics import coverage_within, nmad, outlier_fraction
-from survey_ml.redshift import FLAGS, pdf_candidates, predict_redshifts
-from survey_ml.templates import TemplateSet, refine_redshifts
+from survey_ml.core.inference import WEIGHTS_DIR, load_model
+from survey_ml.core.metrics import coverage_within, nmad, outlier_fraction
+from survey_ml.core.redshift import FLAGS, pdf_candidates, predict_redshifts
+from survey_ml.core.templates import TemplateSet, refine_redshifts
 
 
 def _toy_templates() -> TemplateSet:
@@ -67,7 +67,7 @@ def test_refinement_needs_a_grid_step_that_is_a_whole_number_of_template_steps()
 def test_spectra_without_data_get_no_redshift_and_the_no_data_flag():
     weights = WEIGHTS_DIR / "redshift.pt"
     _, info = load_model(weights, "cpu")
-    from survey_ml.preprocess.redshift import setup_of
+    from survey_ml.core.redshift_inputs import setup_of
 
     wave = setup_of(info["setup"]).wavelength
     flux = np.ones((3, wave.size), dtype=np.float32)
@@ -97,7 +97,7 @@ def test_deimos_like_noise_is_a_fifth_of_the_flux_scatter():
 
 def test_shipped_weights_recover_redshifts_of_unseen_galaxies(small_library, client):
     """A real accuracy assertion: 300 LAMOST mocks of seed-0 galaxies (the weights were made from seed 1)."""
-    from survey_ml.train_redshift import make_redshift_set
+    from survey_ml.train.redshift import make_redshift_set
 
     data = make_redshift_set(small_library, 300, "lamost", seed=5, z_range=(0.01, 0.3), client=client)
     mask = (data.ivar <= 0).astype(np.uint8)
@@ -115,7 +115,7 @@ def test_shipped_weights_recover_redshifts_of_unseen_galaxies(small_library, cli
 
 def test_a_recipe_trains_weights_that_predict(tmp_path):
     """train_redshift_task end to end on a tiny library: weights + templates written, loadable, predicting."""
-    from survey_ml.train_redshift import train_redshift_task
+    from survey_ml.train.redshift import train_redshift_task
 
     recipe = (WEIGHTS_DIR / "redshift.toml").read_text()
     for old, new in (("n = 4000 ", "n = 12 "), ("n = 40000", "n = 120"), ("epochs = 14", "epochs = 2"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from survey_ml.relations import TREMONTI04, fit_mzr, plot_mzr, quadratic, running_median
+from survey_ml.relations.mzr import TREMONTI04, fit_mzr, plot_mzr, quadratic, running_median
 
 
 def test_recovers_injected_relation_within_bootstrap_errors(tmp_path):

@@ -22,8 +22,8 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from survey_ml.catalog import finished_parts, part_path, read_provenance, write_part
-from survey_ml.runner import run_catalog
+from survey_ml.catalog.parts import finished_parts, part_path, read_provenance, write_part
+from survey_ml.dask.runner import run_catalog
 
 REPO = Path(__file__).resolve().parents[1]
 #: The small release: 384 mock spectra in 12 Zarr chunks of 32 rows, so a run lasts a few seconds
@@ -200,7 +200,7 @@ def test_the_same_store_and_weights_give_the_same_catalog(small_store, reference
 def test_ifu_runs_are_deterministic(tmp_path, client):
     """MC-dropout kinematics: two runs of one SAMI store (3 chunks of 8 galaxies) give the same catalog."""
     from survey_ml.simulate.ifu import simulate_ifu_release
-    from survey_ml.spec import SPEC_DIR
+    from survey_ml.config import SPEC_DIR
 
     mock = simulate_ifu_release(tmp_path / "mock", 24, survey="sami", seed=5, client=client)
     spec = tmp_path / "sami_small.toml"

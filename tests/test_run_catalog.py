@@ -9,14 +9,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from survey_ml.catalog import part_path, read_provenance
-from survey_ml.infer import shipped_weights, weights_sha256
+from survey_ml.catalog.parts import part_path, read_provenance
+from survey_ml.core.inference import shipped_weights, weights_sha256
 from survey_ml.dask.blocks import catalog_columns
-from survey_ml.runner import run_catalog
-from survey_ml.spec import load_release_spec
+from survey_ml.dask.runner import run_catalog
+from survey_ml.config import load_release_spec
 from survey_ml.tasks.registry import tasks_from_spec
 from survey_ml.simulate import DEFECTS, inject_defect, write_mock_release
-from survey_ml.spec import SPEC_DIR
+from survey_ml.config import SPEC_DIR
 from survey_ml.store import ingest, open_release
 
 
@@ -164,7 +164,7 @@ def test_shipped_weights_recover_metallicity_and_class_of_unseen_galaxies(small_
 def test_masses_are_matched_by_obsid_or_within_one_arcsecond(tmp_path):
     from astropy.table import Table
 
-    from survey_ml.catalog_relations import attach_masses
+    from survey_ml.relations.catalog import attach_masses
 
     catalog = pd.DataFrame({"obsid": [1, 2, 3, 4], "ra": [10.0, 20.0, 30.0, 40.0], "dec": [0.0, 10.0, -5.0, 60.0]})
     by_obsid = tmp_path / "truth.parquet"

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from astropy.io import fits
 
-from survey_ml.errors import SurveyFileError
+from survey_ml.io.errors import SurveyFileError
 from survey_ml.io.sdss import read_galspec, read_sdss_spectrum, write_galspec, write_sdss_spectrum
 from survey_ml.io.spectrum import Spectrum
 

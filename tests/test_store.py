@@ -11,7 +11,7 @@ import pytest
 import zarr
 
 from survey_ml.io.lamost import read_lamost_spectrum
-from survey_ml.quality import MASK_NODATA, MASK_NONFINITE
+from survey_ml.core.quality import MASK_NODATA, MASK_NONFINITE
 from survey_ml.simulate import DEFECTS, inject_defect, write_mock_release
 from survey_ml.store import discover_files, ingest, open_release
 
@@ -207,7 +207,7 @@ def test_sdss_spectra_ingest_onto_the_sdss_grid(client, tmp_path):
 def stores_of_every_kind(tmp_path_factory):
     """A spectra, a maps (SAMI) and a cube (MaNGA LOGCUBE) store, each of 5 rows in chunks of 2."""
     from survey_ml.io.manga import write_manga_logcube
-    from survey_ml.moments import halpha_window
+    from survey_ml.core.moments import halpha_window
     from survey_ml.simulate.ifu import simulate_ifu_release
     from tests.test_ifu_cubes import REDSHIFTS, logcube
 

@@ -24,7 +24,7 @@ def spectra_store(tmp_path_factory, client):
 
 
 def test_lazy_catalog_is_lazy_typed_and_equals_the_run_catalog_parts(spectra_store, tmp_path, client):
-    from survey_ml.infer import cached_models
+    from survey_ml.core.inference import cached_models
 
     store, _ = spectra_store
     release = survey_ml.open_release(store)

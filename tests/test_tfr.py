@@ -7,9 +7,9 @@ import doctest
 import numpy as np
 import pytest
 
-from survey_ml import relations
-from survey_ml.relations import (TFR_LITERATURE, TFR_PUBLISHED, TFRFit, asymmetric_drift, fit_tfr, mean_dispersion,
-                                 plot_tfr)
+from survey_ml.relations import tfr
+from survey_ml.relations.tfr import (TFR_LITERATURE, TFR_PUBLISHED, TFRFit, asymmetric_drift, fit_tfr, mean_dispersion,
+                                     plot_tfr)
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -17,7 +17,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 def test_docstring_examples_run():
     finder, runner = doctest.DocTestFinder(), doctest.DocTestRunner()
     for function in (asymmetric_drift, mean_dispersion):
-        for test in finder.find(function, globs={"np": np, **vars(relations)}):
+        for test in finder.find(function, globs={"np": np, **vars(tfr)}):
             runner.run(test)
     assert runner.failures == 0 and runner.tries >= 4
 

@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from survey_ml.infer import forward_batches, load_model
-from survey_ml.train import TrainConfig, load_recipe, recipe_config, train_model, train_task
+from survey_ml.core.inference import forward_batches, load_model
+from survey_ml.train.spectral import TrainConfig, load_recipe, recipe_config, train_model, train_task
 
 TINY = """
 task = "{task}"
@@ -103,7 +103,7 @@ def test_recipe_with_randomised_instrument_and_uncertainty_ships_a_calibrated_er
 def test_line_features_recipe_trains_a_network_that_reads_the_fitted_lines(small_library, tmp_path, client):
     """[model] line_features = true: the training set carries the fitted-line features of every spectrum,
     the network reads them beside the spectrum, and the task path (prepare -> forward) feeds them the same way."""
-    from survey_ml.preprocess.lines import LINE_FEATURE_NAMES, N_LINE_FEATURES
+    from survey_ml.core.lines import LINE_FEATURE_NAMES, N_LINE_FEATURES
     from survey_ml.tasks.base import Block
     from survey_ml.tasks.metallicity import Metallicity
 
@@ -118,7 +118,7 @@ def test_line_features_recipe_trains_a_network_that_reads_the_fitted_lines(small
     assert model.line_scale.shape == (N_LINE_FEATURES,) and bool((model.line_scale > 0).all())
     # the same spectra through the task: features fitted at the catalogue z, then the network
     from survey_ml.simulate.observe import LamostInstrument, observe_lamost
-    from survey_ml.wavelength import LAMOST_LRS_GRID
+    from survey_ml.core.wavelength import LAMOST_LRS_GRID
 
     rng = np.random.default_rng(4)
     rows = small_library.truth.index[small_library.truth["ok"]].to_numpy()[:6]

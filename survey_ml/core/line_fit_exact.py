@@ -63,7 +63,7 @@ def fit_strong_lines(wavelength: np.ndarray, flux: np.ndarray, ivar: np.ndarray,
 
     Examples
     --------
-    >>> from survey_ml.wavelength import LAMOST_LRS_GRID
+    >>> from survey_ml.core.wavelength import LAMOST_LRS_GRID
     >>> wave = LAMOST_LRS_GRID.wavelength()
     >>> mu, sig = 6564.61 * 1.1, 6564.61 * 1.1 * 100.0 / 299792.458
     >>> flux = 1.0 + 50.0 * np.exp(-0.5 * ((wave - mu) / sig) ** 2) / (np.sqrt(2 * np.pi) * sig)

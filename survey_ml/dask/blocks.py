@@ -21,8 +21,8 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from ..infer import default_device, worker_threads
-from ..quality import USABLE_STATUSES
+from ..core.inference import default_device, worker_threads
+from ..core.quality import USABLE_STATUSES
 from ..tasks.base import Block, Column, Task
 
 __all__ = ["catalog_block", "catalog_columns", "write_catalog_part", "HEAD_COLUMNS", "TAIL_COLUMNS"]
@@ -94,7 +94,7 @@ def _head_values(kind: str, rows: pd.DataFrame) -> dict[str, np.ndarray]:
 
 def _apply_cuts(block: Block, cuts: dict[str, float]) -> None:
     """Usable rows outside the release ``[cuts]`` get ``cut_z`` / ``cut_snr`` (spectra)."""
-    from ..preprocess.spectra import select_rows
+    from ..core.spectra import select_rows
 
     n = len(block)
     if not cuts or not {"z", "snrr"} <= set(block.rows.columns):
@@ -162,7 +162,7 @@ def catalog_block(arrays: dict[str, np.ndarray], rows: pd.DataFrame, info: dict[
 def write_catalog_part(store: str, start: int, stop: int, rows: pd.DataFrame, chunk: int, tasks: Sequence[Task],
                        cuts: dict[str, float], catalog_dir: str, provenance: dict[str, Any]) -> dict[str, Any]:
     """One Dask task: read chunk ``chunk`` of the store, make its catalog rows, write them as its part."""
-    from ..catalog import write_part
+    from ..catalog.parts import write_part
     from ..store import open_release
 
     t0 = time.perf_counter()

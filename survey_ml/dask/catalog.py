@@ -19,7 +19,6 @@ calls a task on the client to guess it. ``run_catalog`` and the CLI are layers o
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any, Sequence
 
 import pandas as pd
@@ -58,7 +57,7 @@ class LazyRelease:
     """
 
     def __init__(self, store: str | os.PathLike, spec: str | os.PathLike | dict[str, Any] | None = None) -> None:
-        from ..spec import load_release_spec
+        from ..config import load_release_spec
         from ..store import open_release as open_store
 
         self.store = open_store(store)
@@ -130,7 +129,7 @@ class LazyRelease:
                       chunks: Sequence[int] | None = None) -> list[tuple]:
         """The arguments of :func:`survey_ml.dask.blocks.write_catalog_part` for ``chunks`` (default all).
 
-        :func:`survey_ml.cluster.run_blocks` runs them, one Dask task per block, each writing
+        :func:`survey_ml.cluster.client.run_blocks` runs them, one Dask task per block, each writing
         its Parquet part: the same partitions as :meth:`catalog`, kept on disk.
         """
         bounds = self.store.block_bounds()

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from astropy.io import fits
 from astropy.io.fits.verify import VerifyWarning
 
-from ..errors import SurveyFileError
+from .errors import SurveyFileError
 
 __all__ = ["open_fits", "load_fits_bytes", "header_value"]
 

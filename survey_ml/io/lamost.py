@@ -22,7 +22,7 @@ import pandas as pd
 from astropy.io import fits
 from astropy.table import Table
 
-from ..errors import SurveyFileError
+from .errors import SurveyFileError
 from . import _cards
 from ._fits import header_value, load_fits_bytes, open_fits
 from .spectrum import Spectrum

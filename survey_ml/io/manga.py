@@ -12,7 +12,7 @@ Data models (see ``DATAMODELS.md``):
 * DRPall ``drpall-v3_1_1.fits``: table HDU ``MANGA``, lower-case columns; NSA masses are
   LINEAR Msun h^-2 (see :func:`log_mstar_h70`).
 
-Pure functions, no Dask; every unusable file raises :class:`~survey_ml.errors.SurveyFileError`.
+Pure functions, no Dask; every unusable file raises :class:`~survey_ml.io.errors.SurveyFileError`.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ import pandas as pd
 from astropy.io import fits
 from astropy.table import Table
 
-from ..errors import SurveyFileError
+from .errors import SurveyFileError
 from ._fits import header_value, open_fits
 from .ifu import (C_KMS, IFUCube, IFUMaps, err_from_ivar, good_spaxels, ivar_from_err,
                   pixel_scale_arcsec, write_fits)

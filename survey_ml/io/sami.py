@@ -18,7 +18,7 @@ Data models (see ``DATAMODELS.md``; checked against the real files of galaxy 209
 * ``samiDR3gaskinPA`` CSV: one row per cube (a galaxy observed more than once has several:
   cubeidpub ``{catid}_A``, ``_B``, ...), with catid, pa_gaskin, pa_gaskin_err.
 
-Pure functions, no Dask; every unusable file raises :class:`~survey_ml.errors.SurveyFileError`.
+Pure functions, no Dask; every unusable file raises :class:`~survey_ml.io.errors.SurveyFileError`.
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 from astropy.io import fits
 
-from ..errors import SurveyFileError
+from .errors import SurveyFileError
 from ._fits import header_value, open_fits
 from .ifu import IFUMaps, good_spaxels, pixel_scale_arcsec, write_fits
 

@@ -7,7 +7,7 @@ Data models (see ``DATAMODELS.md``):
   named ``SPECOBJ`` (SDSS-I/II) or ``SPALL`` (BOSS/eBOSS), read by index.
 * MPA-JHU DR8 galSpecInfo, galSpecLine and galSpecExtra: three row-matched FITS tables.
 
-Pure functions, no Dask; every unusable file raises :class:`~survey_ml.errors.SurveyFileError`.
+Pure functions, no Dask; every unusable file raises :class:`~survey_ml.io.errors.SurveyFileError`.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from astropy.io import fits
 
-from ..errors import SurveyFileError
+from .errors import SurveyFileError
 from ._fits import header_value, open_fits
 from .spectrum import Spectrum
 

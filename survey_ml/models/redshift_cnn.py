@@ -12,7 +12,7 @@ Conv-Pool).
 
 survey_ml (:class:`RedshiftPDFNet`): a classifier over bins of ln(1 + z) on a log-linear
 grid, where a redshift is a translation. It returns logits; the softmax is p(z), whose
-peaks are the candidates that :mod:`survey_ml.templates` refines with a local template
+peaks are the candidates that :mod:`survey_ml.core.templates` refines with a local template
 chi^2 (the network finds the right peak, the templates measure it to a fraction of a
 pixel). Trunk: an average-pool stem (4 pixels, 276 km/s, about one PDF bin of 0.001 in
 ln(1 + z): the network only has to find the bin), five Conv-Conv-MaxPool(2) blocks (kernel
@@ -94,7 +94,7 @@ class RedshiftPDFNet(nn.Module):
     n_bins : int
         Number of ln(1 + z) bins.
     in_channels : int
-        2: scaled flux and good-pixel coverage (:func:`survey_ml.preprocess.redshift.redshift_inputs`).
+        2: scaled flux and good-pixel coverage (:func:`survey_ml.core.redshift_inputs.redshift_inputs`).
     channels : tuple of int
         Widths of the Conv-Conv-Pool blocks.
     stem_pool : int

@@ -76,7 +76,7 @@ class SpectralCNN(nn.Module):
         the last layer does not have to learn an offset of ~8.8 dex first).
     n_lines : int
         Emission-line features read beside the spectrum (0: none, the published design):
-        :func:`survey_ml.preprocess.lines.line_features`, standardised by the buffers
+        :func:`survey_ml.core.lines.line_features`, standardised by the buffers
         ``line_shift`` / ``line_scale`` (set from the training set), through two ReLU layers
         of ``line_hidden`` units, whose output joins the flattened conv features before the
         head. ``forward(x, lines)`` then needs them.

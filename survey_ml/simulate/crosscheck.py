@@ -75,7 +75,7 @@ from scipy.ndimage import gaussian_filter1d
 
 from ..io.lamost import CATALOGUE_DTYPES, write_lamost_catalogue, write_lamost_spectrum
 from ..io.spectrum import Spectrum
-from ..wavelength import LAMOST_LRS_GRID
+from ..core.wavelength import LAMOST_LRS_GRID
 
 __all__ = ["CrosscheckConfig", "draw_galaxies", "draw_observations", "write_crosscheck_release", "bpt_label",
            "curti_oh12"]
@@ -368,7 +368,7 @@ def write_crosscheck_release(out_dir: str | os.PathLike, config: CrosscheckConfi
     progress : bool
         Progress bar.
     """
-    from ..cluster import run_blocks
+    from ..cluster.client import run_blocks
 
     root = Path(out_dir)
     spectra = root / "spectra"

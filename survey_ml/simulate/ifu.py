@@ -30,7 +30,7 @@ import pandas as pd
 from scipy.ndimage import gaussian_filter
 from scipy.stats import norm
 
-from ..cluster import run_blocks
+from ..cluster.client import run_blocks
 from ..io.ifu import IFUMaps
 from ..io.manga import write_drpall, write_manga_maps
 from ..io.sami import write_sami_catalogue, write_sami_maps

@@ -55,7 +55,7 @@ import pyarrow.parquet as pq
 import zarr
 import zarr.codecs
 
-from ..cluster import current_client, run_blocks
+from ..cluster.client import current_client, run_blocks
 from . import priors
 from .priors import DEFAULT_FRACTIONS, PARAMETER_COLUMNS
 

@@ -29,7 +29,7 @@ from scipy.ndimage import gaussian_filter1d, median_filter
 
 from ..io.lamost import lamost_filename
 from ..io.spectrum import Spectrum
-from ..wavelength import LAMOST_LRS_GRID, LogLinearGrid
+from ..core.wavelength import LAMOST_LRS_GRID, LogLinearGrid
 
 __all__ = ["LamostInstrument", "observe_lamost", "sky_spectrum", "throughput", "measure_band_snr",
            "BANDS", "lamost_meta", "catalogue_row", "MASK_BADCCD", "MASK_BRIGHTSKY"]

@@ -19,7 +19,7 @@ import pandas as pd
 
 from ..io.lamost import lamost_filename, write_lamost_catalogue, write_lamost_spectrum
 from ..io.spectrum import Spectrum
-from ..wavelength import LAMOST_LRS_GRID
+from ..core.wavelength import LAMOST_LRS_GRID
 from .observe import BANDS, catalogue_row, lamost_meta
 
 __all__ = ["make_lamost_spectrum", "write_mock_release", "MockRelease"]

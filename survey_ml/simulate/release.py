@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..cluster import run_blocks
+from ..cluster.client import run_blocks
 from ..io.lamost import CATALOGUE_DTYPES, write_lamost_catalogue, write_lamost_spectrum
 from .observe import BANDS, LamostInstrument, catalogue_row, observe_lamost
 from .parametric import MockRelease

@@ -32,7 +32,7 @@ from .kinds.spectra import ARRAYS, GRIDS, OBJECT_COLUMNS, READERS, SPECTRUM_SUFF
 from .layout import IngestReport
 from .layout import read_info as read_release_info
 from .release import Release, open_release
-from ..moments import HALPHA_VACUUM, moment_maps_from_cube
+from ..core.moments import HALPHA_VACUUM, moment_maps_from_cube
 
 #: The maps Release under the name the IFU code has used.
 IFURelease = MapsRelease

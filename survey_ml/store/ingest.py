@@ -2,7 +2,7 @@
 
 One flow for every kind: discover the input files, skip those already listed, create the
 store or grow it, read the new files in blocks (one Zarr chunk of rows per Dask task, via
-:func:`survey_ml.cluster.run_blocks`), run the kind's step after the blocks if it has one,
+:func:`survey_ml.cluster.client.run_blocks`), run the kind's step after the blocks if it has one,
 mark duplicates and commit the row table. What differs by kind - arrays, reader glue, block
 writer - is the kind module's :func:`plan` (:mod:`survey_ml.store.kinds`).
 """
@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..cluster import current_client, run_blocks
+from ..cluster.client import current_client, run_blocks
 from .kinds import KINDS
 from .layout import IngestReport, block_bounds, empty_rows, typed_frame, write_info
 from .release import open_release

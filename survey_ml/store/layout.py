@@ -31,7 +31,7 @@ import zarr
 import zarr.codecs
 
 from .._version import __version__
-from ..errors import SurveyFileError
+from ..io.errors import SurveyFileError
 
 __all__ = ["read_info", "write_info", "release_kind", "empty_rows", "typed_frame", "read_rows", "write_rows", "mark_duplicates",
            "block_bounds", "compressor", "RowArrays", "IngestPlan", "IngestReport", "list_files", "INT_MISSING",

@@ -25,7 +25,7 @@ and runs, per block of a release (one Zarr chunk of rows, :class:`Block`):
     columns derived from the others for every row (flags, thresholds), in place.
 
 The model is built by :meth:`Task.load_model` on the worker, from the weights file, once per
-worker and device (:func:`survey_ml.infer.load_model`): it never travels through the graph.
+worker and device (:func:`survey_ml.core.inference.load_model`): it never travels through the graph.
 The engine (:mod:`survey_ml.engine`) knows nothing of any task beyond this contract.
 """
 from __future__ import annotations
@@ -40,8 +40,8 @@ from typing import Any, Callable, ClassVar
 import numpy as np
 import pandas as pd
 
-from ..quality import USABLE_STATUSES
-from ..spec import SpecError
+from ..core.quality import USABLE_STATUSES
+from ..config import SpecError
 
 __all__ = ["Column", "Block", "Batch", "Task", "NoOptions", "SpecError", "USABLE_STATUSES", "column_meta",
            "options_from_table"]
@@ -122,7 +122,7 @@ def options_from_table(options_type: type, table: dict[str, Any], where: str) ->
     >>> options_from_table(O, {"bach_size": 32}, "dr10.toml [tasks.x]")
     Traceback (most recent call last):
     ...
-    survey_ml.spec.SpecError: dr10.toml [tasks.x]: unknown key 'bach_size' (known: batch_size, weights)
+    survey_ml.config.SpecError: dr10.toml [tasks.x]: unknown key 'bach_size' (known: batch_size, weights)
     """
     known = {f.name: f for f in dataclasses.fields(options_type)}
     values = {}
@@ -186,7 +186,7 @@ class Block:
 
     def wavelength(self) -> np.ndarray:
         """The wavelength (A, vacuum) of every pixel of a spectra block (the store's common grid)."""
-        from ..wavelength import LogLinearGrid
+        from ..core.wavelength import LogLinearGrid
 
         if "grid" not in self.info:
             raise ValueError(f"block {self.chunk} holds no spectra (its store has no wavelength grid)")
@@ -232,7 +232,7 @@ class Task(ABC):
     default_weights: ClassVar[str | None] = None
     #: A network survey_ml does not ship (a plug-in's own ``torch.nn.Module``, with a ``config()``
     #: method giving its constructor's keyword arguments); None: the weights file names one of
-    #: :data:`survey_ml.infer.ARCHITECTURES`.
+    #: :data:`survey_ml.core.inference.ARCHITECTURES`.
     model_class: ClassVar[type | None] = None
 
     def __init__(self, options: Any = None, weights: str | os.PathLike | None = None) -> None:
@@ -258,7 +258,7 @@ class Task(ABC):
 
     @classmethod
     def resolve_weights(cls, name: str | os.PathLike | None, spec_path: str, where: str) -> str:
-        from ..infer import WEIGHTS_DIR
+        from ..core.inference import WEIGHTS_DIR
 
         if not name:
             raise SpecError(f"{where}: no weights (set weights = \"<file>.pt\")")
@@ -294,7 +294,7 @@ class Task(ABC):
         """The model on ``device``, built once per worker process from the weights file."""
         if not self.needs_weights:
             return None
-        from ..infer import load_model
+        from ..core.inference import load_model
 
         return load_model(self.weights, device, self.model_class)
 
@@ -304,7 +304,7 @@ class Task(ABC):
               cache_dir: str | os.PathLike | None = None, progress: bool = True) -> dict[str, Any]:
         """Train this task's network from a recipe (``survey_ml/weights/<name>.toml``); returns its report.
 
-        Every survey_ml training runs the one epoch loop of :mod:`survey_ml.training_loop`.
+        Every survey_ml training runs the one epoch loop of :mod:`survey_ml.train.loop`.
         """
         raise NotImplementedError(f"task {cls.name!r} has no training (it needs no weights, or brings its own)")
 
@@ -325,7 +325,7 @@ class Task(ABC):
     # ------------------------------------------------------------------ description
     def provenance(self) -> dict[str, Any]:
         """What a catalog part records of this task: its options and weights digest."""
-        from ..infer import weights_sha256
+        from ..core.inference import weights_sha256
 
         out: dict[str, Any] = {"options": dataclasses.asdict(self.options)}
         if self.weights:

@@ -1,6 +1,6 @@
 """Gas kinematics of IFU galaxies: rotation-curve parameters with Monte Carlo dropout errors.
 
-Per galaxy: the maps are prepared (:func:`survey_ml.preprocess.maps.prepare_galaxies`: the
+Per galaxy: the maps are prepared (:func:`survey_ml.core.maps.prepare_galaxies`: the
 release's ``[prepare]`` cuts, S/N >= 10, kinematic PA, de-rotation, 64 x 64, scalings), the
 self-supervised kinematic model (:class:`survey_ml.models.kinematics.KinematicModel`) runs
 with Monte Carlo dropout, the draws are turned into physical units, and the asymmetric-drift
@@ -78,8 +78,8 @@ def _deprojected_radius(shape: tuple[int, int], pixel_scale: float, pa_deg: floa
 
 def prepare_maps(arrays: dict[str, np.ndarray], galaxies: pd.DataFrame, prepare: dict[str, float]
                  ) -> dict[str, np.ndarray]:
-    """:func:`survey_ml.preprocess.maps.prepare_galaxies` on a store block; rows not 'ok' get no good spaxel."""
-    from ..preprocess.maps import prepare_galaxies
+    """:func:`survey_ml.core.maps.prepare_galaxies` on a store block; rows not 'ok' get no good spaxel."""
+    from ..core.maps import prepare_galaxies
 
     usable = galaxies["status"].astype(str).eq("ok").to_numpy()
     return prepare_galaxies({"flux": arrays["flux"], "flux_err": arrays["flux_err"], "velocity": arrays["velocity"],
@@ -132,8 +132,8 @@ class Kinematics(Task):
 
     @classmethod
     def train(cls, recipe, *, out=None, client=None, cache_dir=None, progress=True) -> dict:
-        """Self-supervised on a mock release of the recipe's survey (:func:`survey_ml.kinematics.train_kinematics_task`)."""
-        from ..kinematics import train_kinematics_task
+        """Self-supervised on a mock release of the recipe's survey (:func:`survey_ml.train.kinematics.train_kinematics_task`)."""
+        from ..train.kinematics import train_kinematics_task
 
         return train_kinematics_task(recipe, out=out, client=client, cache_dir=cache_dir, progress=progress)
 
@@ -150,8 +150,8 @@ class Kinematics(Task):
                             "galaxies": block.rows})
 
     def predict(self, model, batch: Batch) -> dict[str, np.ndarray]:
-        from ..kinematics import mc_dropout, physical_samples, reconstruction_error, summarise
-        from ..relations import asymmetric_drift, mean_dispersion
+        from ..train.kinematics import mc_dropout, physical_samples, reconstruction_error, summarise
+        from ..relations.tfr import asymmetric_drift, mean_dispersion
 
         prepared, ok, arrays, galaxies = (batch.inputs[k] for k in ("prepared", "ok", "arrays", "galaxies"))
         n = len(ok)
@@ -218,7 +218,7 @@ class Kinematics(Task):
 
 def _combined_source(entry: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
     """One ``[[tasks.kinematics.combine_with]]`` table: an ingested IFU store and its release spec."""
-    from ..spec import load_release_spec
+    from ..config import load_release_spec
     from ..store import open_release
 
     if "store" not in entry:
@@ -244,9 +244,9 @@ def train_on_releases(sources: list[tuple[Path, dict[str, Any]]], path: Path, op
     blurred in the decoder by its own survey PSF (``psf_fwhm_arcsec``), so surveys of
     different seeing train one model. No labels are used.
     """
-    from ..cluster import run_blocks
-    from ..infer import save_weights
-    from ..kinematics import KinematicTrainConfig, train_kinematic_model
+    from ..cluster.client import run_blocks
+    from ..core.inference import save_weights
+    from ..train.kinematics import KinematicTrainConfig, train_kinematic_model
     from ..store import open_release
 
     m0, m1, mask, psf_pix, names = [], [], [], [], []

@@ -2,8 +2,8 @@
 
 Runs on every usable spectrum whatever the release cuts (they select by the catalogue
 redshift, which this task re-measures). The block step is
-:func:`survey_ml.redshift.redshifts_from_model`; flag bits are
-:data:`survey_ml.redshift.FLAGS` (0 = reliable).
+:func:`survey_ml.core.redshift.redshifts_from_model`; flag bits are
+:data:`survey_ml.core.redshift.FLAGS` (0 = reliable).
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..redshift import FLAGS
+from ..core.redshift import FLAGS
 from .base import Batch, Block, Column, Task
 
 __all__ = ["Redshift"]
@@ -46,8 +46,8 @@ class Redshift(Task):
 
     @classmethod
     def train(cls, recipe, *, out=None, client=None, cache_dir=None, progress=True) -> dict:
-        """A redshift recipe: PDF network (+ PCA templates) or the published CNN (:func:`survey_ml.train_redshift.train_redshift_task`)."""
-        from ..train_redshift import train_redshift_task
+        """A redshift recipe: PDF network (+ PCA templates) or the published CNN (:func:`survey_ml.train.redshift.train_redshift_task`)."""
+        from ..train.redshift import train_redshift_task
 
         return train_redshift_task(recipe, out=out, client=client, cache_dir=cache_dir, progress=progress)
 
@@ -60,8 +60,8 @@ class Redshift(Task):
                             "wavelength": block.wavelength()})
 
     def predict(self, model, batch: Batch) -> dict[str, np.ndarray]:
-        from ..infer import batch_size_for
-        from ..redshift import redshifts_from_model
+        from ..core.inference import batch_size_for
+        from ..core.redshift import redshifts_from_model
 
         network, info = model
         size = batch_size_for(next(network.parameters()).device, self.options.batch_size, self.options.gpu_batch_size)

@@ -109,7 +109,7 @@ def get_task(name: str) -> type[Task]:
     >>> get_task("metalicity")
     Traceback (most recent call last):
     ...
-    survey_ml.spec.SpecError: unknown task 'metalicity' (known: kinematics, metallicity, redshift, sfclass, strong_lines)
+    survey_ml.config.SpecError: unknown task 'metalicity' (known: kinematics, metallicity, redshift, sfclass, strong_lines)
     """
     if name in _REGISTERED:
         return _REGISTERED[name]
@@ -139,7 +139,7 @@ def tasks_from_spec(spec: dict, weights: dict[str, str] | None = None, names: li
 
     Examples
     --------
-    >>> from survey_ml.spec import load_release_spec
+    >>> from survey_ml.config import load_release_spec
     >>> [t.name for t in tasks_from_spec(load_release_spec("dr10"))]
     ['metallicity', 'sfclass', 'redshift']
     """

@@ -44,7 +44,7 @@ class StarFormingClass(ModelGridTask):
     )
 
     def predict(self, model, batch: Batch) -> dict[str, np.ndarray]:
-        from ..infer import starforming_probability
+        from ..core.inference import starforming_probability
 
         return {"p_starforming": starforming_probability(self.forward(model, batch))}
 

@@ -19,7 +19,7 @@ __all__ = ["model_inputs_of", "line_features_of", "coverage_of", "selected_cover
 
 def model_inputs_of(block: Block) -> np.ndarray:
     """(len(block.selected), 2, 4201) network inputs of the block's selected rows (cached per block)."""
-    from ..preprocess.spectra import model_inputs
+    from ..core.spectra import model_inputs
 
     def compute() -> np.ndarray:
         rows = block.selected
@@ -33,7 +33,7 @@ def model_inputs_of(block: Block) -> np.ndarray:
 def line_features_of(block: Block) -> np.ndarray:
     """(len(block.selected), n) emission-line features of the block's selected rows, fitted at the
     catalogue redshift (cached per block: the metallicity and star-forming networks share them)."""
-    from ..preprocess.lines import line_features
+    from ..core.lines import line_features
 
     def compute() -> np.ndarray:
         rows = block.selected
@@ -94,8 +94,8 @@ class ModelGridTask(Task):
 
     @classmethod
     def train(cls, recipe, *, out=None, client=None, cache_dir=None, progress=True) -> dict:
-        """The shipped network's recipe (training set from the bagpipes library, :func:`survey_ml.train.train_task`)."""
-        from ..train import train_task
+        """The shipped network's recipe (training set from the bagpipes library, :func:`survey_ml.train.spectral.train_task`)."""
+        from ..train.spectral import train_task
 
         return train_task(recipe, out=out, client=client, cache_dir=cache_dir, progress=progress)
 
@@ -111,7 +111,7 @@ class ModelGridTask(Task):
 
         With ``features``, also the trunk features of the same pass (for an OOD score).
         """
-        from ..infer import batch_size_for, forward_batches
+        from ..core.inference import batch_size_for, forward_batches
 
         network, info = model
         size = batch_size_for(next(network.parameters()).device, self.options.batch_size, self.options.gpu_batch_size)

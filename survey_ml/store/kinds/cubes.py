@@ -16,7 +16,7 @@ Chunks are ``(chunk_rows, wave_chunk, map_size, map_size)``: whole galaxies, all
 ``wave_chunk`` (default 256) planes, so H-alpha's window and side bands (~74 planes at any z)
 touch at most two wavelength chunks. The default keeps all 4563 planes of the MaNGA grid
 (3622-10354 A); ``cube_window`` keeps an observed-frame range instead
-(:func:`~survey_ml.moments.halpha_window` gives the one the maps need for a z range). Every
+(:func:`~survey_ml.core.moments.halpha_window` gives the one the maps need for a z range). Every
 LOGCUBE must be on the grid (:data:`MANGA_LOGCUBE_GRID`): another grid is an ``off_grid`` row
 naming the file. A full 74 x 74 cube is 300 MB (4563 x 74**2 x 12 bytes) and an ingest task
 holds its block's cubes, so a new store with LOGCUBEs defaults to the ``chunk_rows`` whose
@@ -24,7 +24,7 @@ padded cubes fit :data:`CUBE_BLOCK_BYTES` (3 galaxies of 1 GiB in all, at full s
 
 After the blocks are written, a separate Dask step with one task per row chunk reads only the
 wavelength chunks around each galaxy's H-alpha and runs
-:func:`~survey_ml.moments.moment_maps_from_cube` on them into the store's ``maps/*``
+:func:`~survey_ml.core.moments.moment_maps_from_cube` on them into the store's ``maps/*``
 (:func:`moment_maps_from_store` re-runs it with other settings, kept in release.json
 ``moments``), so a LOGCUBE-only release reads like any other.
 """
@@ -38,13 +38,13 @@ import numpy as np
 import pandas as pd
 import zarr
 
-from ...cluster import current_client, run_blocks
-from ...errors import SurveyFileError
+from ...cluster.client import current_client, run_blocks
+from ...io.errors import SurveyFileError
 from ...io._fits import header_value, open_fits
 from ...io.ifu import C_KMS, IFUCube, pixel_scale_arcsec
 from ...io.manga import DRP_DONOTUSE
-from ...moments import HALPHA_VACUUM, MOMENT_DEFAULTS, halpha_planes, halpha_window, moment_maps_from_cube
-from ...wavelength import LogLinearGrid
+from ...core.moments import HALPHA_VACUUM, MOMENT_DEFAULTS, halpha_planes, halpha_window, moment_maps_from_cube
+from ...core.wavelength import LogLinearGrid
 from ..layout import RowArrays, compressor, write_info
 from ..release import Release, open_release
 
@@ -272,7 +272,7 @@ def _measure_cube_block(zarr_path: str, start: int, stop: int, rows: pd.DataFram
     """H-alpha moment maps of the cube rows ``rows`` (all in ``[start, stop)``) into ``maps/*``.
 
     Runs on a worker, one task per row chunk. Each galaxy needs the planes of
-    :func:`~survey_ml.moments.halpha_planes` at its z; galaxies needing the same wavelength
+    :func:`~survey_ml.core.moments.halpha_planes` at its z; galaxies needing the same wavelength
     chunks are read together, so only those chunks are decoded. Every array of ``maps/``
     (named as the :class:`~survey_ml.io.ifu.IFUMaps` fields) gets the galaxy's map; those of
     the other rows in ``[start, stop)`` are written back unchanged.
@@ -355,7 +355,7 @@ def moment_maps_from_store(store: str | os.PathLike, client=None, *, window_kms:
     """(Re)compute the H-alpha maps of every LOGCUBE row from the stored cubes, as Dask work.
 
     One task per row chunk reads only the wavelength chunks around its galaxies' H-alpha
-    (at the ``z`` of galaxies.parquet), runs :func:`~survey_ml.moments.moment_maps_from_cube`
+    (at the ``z`` of galaxies.parquet), runs :func:`~survey_ml.core.moments.moment_maps_from_cube`
     with these settings and writes that chunk of ``maps/*``; then ``n_good``, ``status`` and
     ``message`` of those rows are committed, and the settings kept in release.json
     ``moments`` (later ingests measure new LOGCUBEs with them). Rows without a z and rows
@@ -368,7 +368,7 @@ def moment_maps_from_store(store: str | os.PathLike, client=None, *, window_kms:
     client : distributed.Client or False, optional
         As for :func:`survey_ml.store.ingest`.
     window_kms, continuum_kms, min_snr, min_coverage, exclude_kms
-        As for :func:`~survey_ml.moments.moment_maps_from_cube`.
+        As for :func:`~survey_ml.core.moments.moment_maps_from_cube`.
     progress : bool
         Show a progress bar over row chunks.
 

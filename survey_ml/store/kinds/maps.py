@@ -38,11 +38,11 @@ import pandas as pd
 import zarr
 
 from ..._version import __version__
-from ...errors import SurveyFileError
+from ...io.errors import SurveyFileError
 from ...io.ifu import IFUMaps
 from ...io.manga import log_mstar_h70, read_drpall, read_manga_maps
 from ...io.sami import read_sami_catalogue, read_sami_maps
-from ...moments import MANGA_MAP_FLUX_UNIT, MOMENT_DEFAULTS
+from ...core.moments import MANGA_MAP_FLUX_UNIT, MOMENT_DEFAULTS
 from ..layout import IngestPlan, RowArrays, list_files, read_info, read_rows, release_kind
 from ..release import Release
 from .cubes import (CubeAccessors, cube_arrays, cube_bytes, cube_chunk_rows, cube_layout, cube_rows,
@@ -57,7 +57,7 @@ MAP_SIZES = {"sami": 50, "manga": 74}
 MAP_ARRAYS = {"flux": "float32", "flux_err": "float32", "velocity": "float32", "velocity_err": "float32",
               "dispersion": "float32", "dispersion_err": "float32", "good": "bool"}
 MAP_VALUES = tuple(name for name in MAP_ARRAYS if name != "good")
-#: The arrays :func:`survey_ml.preprocess.maps.prepare_galaxies` takes (with ``pixel_scale``):
+#: The arrays :func:`survey_ml.core.maps.prepare_galaxies` takes (with ``pixel_scale``):
 #: ``prepare_galaxies(release.read_block(a, b, PREPARE_INPUTS))``.
 PREPARE_INPUTS = ("flux", "flux_err", "velocity", "velocity_err", "good")
 #: Flux unit of the stored ``flux`` maps, as each survey publishes it (not rescaled).

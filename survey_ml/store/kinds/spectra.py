@@ -23,12 +23,12 @@ import pandas as pd
 import zarr
 
 from ..._version import __version__
-from ...errors import SurveyFileError
+from ...io.errors import SurveyFileError
 from ...io.lamost import lamost_filename, read_lamost_catalogue, read_lamost_spectrum
 from ...io.sdss import read_sdss_spectrum
 from ...io.spectrum import Spectrum
-from ...quality import MASK_NODATA, USABLE_STATUSES, assess_spectrum
-from ...wavelength import LAMOST_LRS_GRID, SDSS_GRID, LogLinearGrid
+from ...core.quality import MASK_NODATA, USABLE_STATUSES, assess_spectrum
+from ...core.wavelength import LAMOST_LRS_GRID, SDSS_GRID, LogLinearGrid
 from ..layout import FITS_SUFFIXES, INT_MISSING, IngestPlan, RowArrays, list_files, read_rows
 from ..release import Release
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..wavelength import LogLinearGrid
+from .wavelength import LogLinearGrid
 from .spectra import minmax_normalise, to_model_grid
 
 __all__ = ["RedshiftSetup", "SETUPS", "redshift_inputs", "scaled_inputs", "published_redshift_inputs", "setup_of",

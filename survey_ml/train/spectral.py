@@ -3,7 +3,7 @@
 Training data are made the way a release is, minus the files: rows of the bagpipes library
 (``simulate.library``) are observed through the LAMOST model (``simulate.observe``) at
 redshifts and S/N_r drawn from the release spec, then put through exactly the inference
-preprocessing (``preprocess.spectra``: good pixels only, the 3800-8000 A model grid,
+preprocessing (``core.spectra``: good pixels only, the 3800-8000 A model grid,
 min-max normalisation). Blocks of spectra are made on the Dask cluster.
 
 The published recipe (SCIENCE.md section 1): MSE loss (BCE with two sigmoid outputs for
@@ -28,13 +28,13 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .cluster import run_blocks
-from .models.spectral_cnn import SpectralCNN, gaussian_nll
-from .preprocess.spectra import model_inputs
-from .simulate.observe import LamostInstrument, observe_lamost
-from .simulate.release import ObservationPlan, draw_observations
-from .spec import load_release_spec
-from .training_loop import train_epochs
+from ..cluster.client import run_blocks
+from ..models.spectral_cnn import SpectralCNN, gaussian_nll
+from ..core.spectra import model_inputs
+from ..simulate.observe import LamostInstrument, observe_lamost
+from ..simulate.release import ObservationPlan, draw_observations
+from ..config import load_release_spec
+from .loop import train_epochs
 
 __all__ = ["TrainingSet", "make_training_set", "TrainConfig", "TrainResult", "split_indices", "train_model",
            "load_recipe", "recipe_training_set", "recipe_config", "evaluate", "train_task", "fit_uncertainty",
@@ -54,7 +54,7 @@ class TrainingSet:
         ``snrr``) and the library truth (``oh12``, ``starforming``, ``bpt_class``, ...).
     lines : numpy.ndarray or None
         (n, n_line_features) emission-line features of the same spectra
-        (:func:`survey_ml.preprocess.lines.line_features`), when asked for.
+        (:func:`survey_ml.core.lines.line_features`), when asked for.
     """
 
     x: np.ndarray
@@ -68,7 +68,7 @@ def _observe_inputs(plan_rows: pd.DataFrame, library_path: str, instrument: Lamo
 
     With ``lines``, also their emission-line features, fitted at the catalogue redshift the
     observation writes in the header (as run-catalog fits them)."""
-    from .simulate.library import open_library
+    from ..simulate.library import open_library
 
     library = open_library(library_path)
     rows = np.sort(plan_rows["library_row"].unique())
@@ -85,7 +85,7 @@ def _observe_inputs(plan_rows: pd.DataFrame, library_path: str, instrument: Lamo
     x = model_inputs(flux, ivar, mask, wave, in_channels)
     features = None
     if lines:
-        from .preprocess.lines import line_features
+        from ..core.lines import line_features
 
         features = line_features(flux, ivar, mask, wave, np.array([s.meta["z"] for s in spectra], float))
     return x, pd.DataFrame(records), features
@@ -314,7 +314,7 @@ def train_ensemble(x: np.ndarray, y: np.ndarray, config: TrainConfig = TrainConf
     result carries the ensemble as ``model``, member 0's history and split, the summed
     training time, and each member's best epoch in ``members``.
     """
-    from .models.spectral_cnn import SpectralEnsemble
+    from ..models.spectral_cnn import SpectralEnsemble
 
     if config.ensemble <= 1:
         return train_model(x, y, config, groups=groups, progress=progress, lines=lines)
@@ -352,7 +352,7 @@ def load_recipe(task_or_path: str | os.PathLike) -> dict[str, Any]:
     >>> recipe["task"], recipe["training_set"]["rows"]
     ('metallicity', 'young')
     """
-    from .infer import WEIGHTS_DIR
+    from ..core.inference import WEIGHTS_DIR
 
     path = Path(task_or_path)
     if not path.suffix:
@@ -367,7 +367,7 @@ def load_recipe(task_or_path: str | os.PathLike) -> dict[str, Any]:
 
 #: Instruments a recipe can observe its training spectra with (``[training_set] instrument``).
 INSTRUMENTS = {"lamost": LamostInstrument, "randomised": LamostInstrument.randomised}
-#: Bumped when :func:`survey_ml.preprocess.lines.line_features` changes (cached training sets then rebuild).
+#: Bumped when :func:`survey_ml.core.lines.line_features` changes (cached training sets then rebuild).
 LINE_FEATURES_VERSION = 1
 
 
@@ -462,7 +462,7 @@ def recipe_config(recipe: dict[str, Any]) -> TrainConfig:
 
 
 def _library_config(table: dict[str, Any]):
-    from .simulate.library import LibraryConfig
+    from ..simulate.library import LibraryConfig
 
     return LibraryConfig(n=int(table["n"]), seed=int(table["seed"]), priors=str(table.get("priors", "survey")))
 
@@ -485,8 +485,8 @@ def fit_uncertainty(model: SpectralCNN, x: np.ndarray, train_index: np.ndarray, 
     S/N range). ``lines`` / ``lines_cal``: the line features of ``x`` / ``x_cal`` for a network
     that reads them. Returns ``(density, calibration, figures)``.
     """
-    from .core.uncertainty import ErrorCalibration, FeatureDensity, coverage
-    from .infer import forward_batches
+    from ..core.uncertainty import ErrorCalibration, FeatureDensity, coverage
+    from ..core.inference import forward_batches
 
     rng = np.random.default_rng(seed)
     fit_rows = np.sort(rng.choice(train_index, min(n_fit, len(train_index)), replace=False))
@@ -512,10 +512,10 @@ def fit_uncertainty(model: SpectralCNN, x: np.ndarray, train_index: np.ndarray, 
 def evaluate(task: str, pred: np.ndarray, truth: pd.DataFrame) -> dict[str, float]:
     """Test-set figures: metallicity bias/sigma (and error calibration); classifier accuracy.
 
-    ``pred`` is what :func:`survey_ml.infer.forward_batches` returns for the rows of ``truth``.
+    ``pred`` is what :func:`survey_ml.core.inference.forward_batches` returns for the rows of ``truth``.
     """
     if task == "sfclass":
-        from .infer import starforming_probability
+        from ..core.inference import starforming_probability
 
         p = starforming_probability(pred)
         y = truth["starforming"].to_numpy(bool)
@@ -555,8 +555,8 @@ def train_task(task_or_path: str | os.PathLike, out: str | os.PathLike | None = 
         The report written next to the weights (``<weights>.json``): recipe, test-set
         figures, best epoch, timings, weights SHA-256.
     """
-    from .infer import forward_batches, save_weights, weights_sha256
-    from .simulate.library import LibraryConfig, build_library
+    from ..core.inference import forward_batches, save_weights, weights_sha256
+    from ..simulate.library import build_library
 
     recipe = load_recipe(task_or_path)
     task = recipe["task"]

@@ -25,10 +25,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from .models.kinematics import KinematicModel
-from .models.redshift_cnn import PublishedRedshiftCNN, RedshiftPDFNet
-from .models.spectral_cnn import SpectralCNN, SpectralEnsemble
-from .preprocess.spectra import model_inputs
+from ..models.kinematics import KinematicModel
+from ..models.redshift_cnn import PublishedRedshiftCNN, RedshiftPDFNet
+from ..models.spectral_cnn import SpectralCNN, SpectralEnsemble
+from .spectra import model_inputs
 
 __all__ = ["weights_sha256", "save_weights", "load_model", "predict_spectra", "forward_batches", "batch_size_for",
            "starforming_probability", "cached_models", "shipped_weights", "default_device", "worker_threads",
@@ -37,7 +37,7 @@ __all__ = ["weights_sha256", "save_weights", "load_model", "predict_spectra", "f
 ARCHITECTURES = {"SpectralCNN": SpectralCNN, "SpectralEnsemble": SpectralEnsemble, "RedshiftPDFNet": RedshiftPDFNet,
                  "PublishedRedshiftCNN": PublishedRedshiftCNN, "KinematicModel": KinematicModel}
 #: Where the trained weights and their training recipes ship, inside the package.
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 _CACHE: dict[tuple[str, str], tuple[torch.nn.Module, dict[str, Any]]] = {}
 _LOCK = threading.Lock()
 
@@ -222,7 +222,7 @@ def predict_spectra(flux: np.ndarray, ivar: np.ndarray, mask: np.ndarray, wavele
     x = model_inputs(flux, ivar, mask, wavelength, info["config"]["in_channels"])
     lines = None
     if info["config"].get("n_lines"):
-        from .preprocess.lines import line_features
+        from .lines import line_features
 
         if z is None:
             raise ValueError(f"{weights}: the network reads emission-line features; give the redshifts (z=)")

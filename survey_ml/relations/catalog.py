@@ -61,7 +61,7 @@ def attach_masses(catalog: pd.DataFrame, masses: str | os.PathLike, radius_arcse
 def fit_catalog_mzr(catalog: pd.DataFrame, masses: str | os.PathLike, spec: dict[str, Any], out: Path,
                     name: str) -> tuple[dict[str, Any], dict[str, str]]:
     """The MZR of the ``sf_flag`` rows with a mass: the fit's JSON-ready summary and its plot."""
-    from .relations import fit_mzr, plot_mzr
+    from .mzr import fit_mzr, plot_mzr
 
     mzr_spec = spec.get("mzr", {})
     log_mstar = attach_masses(catalog, masses, float(mzr_spec.get("match_radius_arcsec", 1.0)))
@@ -80,7 +80,7 @@ def fit_catalog_mzr(catalog: pd.DataFrame, masses: str | os.PathLike, spec: dict
 
 def fit_catalog_tfr(catalog: pd.DataFrame, out: Path, name: str) -> tuple[dict[str, Any], dict[str, str]]:
     """Reverse, forward and r-band TFR fits (ltsfit) on ``kin_flag == 0`` rows, with plots."""
-    from .relations import fit_tfr, plot_tfr
+    from .tfr import fit_tfr, plot_tfr
 
     good = catalog["kin_flag"].to_numpy() == 0
     log_v = np.log10(catalog["vmax_ad_kms"].to_numpy(float))

@@ -124,8 +124,8 @@ def model_inputs(flux: np.ndarray, ivar: np.ndarray, mask: np.ndarray, wavelengt
     """Network input of a block of native-grid spectra: (n, in_channels, 4201) float32.
 
     Channel 0 is the min-max normalised flux; channel 1 (if asked) the good-pixel coverage.
-    The one function that feeds both training (:mod:`survey_ml.train`) and inference
-    (:func:`survey_ml.infer.predict_spectra`), so the two can never drift apart.
+    The one function that feeds both training (:mod:`survey_ml.train.spectral`) and inference
+    (:func:`survey_ml.core.inference.predict_spectra`), so the two can never drift apart.
     """
     model_flux, coverage = to_model_grid(flux, ivar, mask, wavelength, MODEL_WAVELENGTH)
     x = minmax_normalise(model_flux)[:, None, :]

@@ -3,18 +3,18 @@
 :func:`predict_redshifts` is the block function run-catalog calls on each Zarr chunk (and
 the benchmark on held-out mocks):
 
-1. the spectra go onto the setup's log-linear grid (:mod:`survey_ml.preprocess.redshift`;
+1. the spectra go onto the setup's log-linear grid (:mod:`survey_ml.core.redshift_inputs`;
    on the LAMOST store grid this is the identity);
 2. :class:`~survey_ml.models.redshift_cnn.RedshiftPDFNet` gives p(ln(1 + z)) over bins;
    its ``n_candidates`` highest peaks (at least ``min_separation`` bins apart) are the
    candidates;
-3. :func:`survey_ml.templates.refine_redshifts` fits the PCA templates shipped in the same
+3. :func:`survey_ml.core.templates.refine_redshifts` fits the PCA templates shipped in the same
    weights file around each candidate and keeps the best chi^2.
 
 Outputs per spectrum: ``z_cnn`` (the refined redshift), ``z_cnn_err`` (1 sigma: the chi^2
 curvature, rescaled and added in quadrature to a floor in dz/(1+z) when the weights carry an
 ``error_model``, :class:`survey_ml.core.uncertainty.ErrorFloor` fitted on a shifted held-out
-set by :func:`survey_ml.train_redshift.calibrate_redshift_errors`), ``z_cnn_flag`` (0 = reliable; bits below), ``z_cnn_dchi2`` (chi^2 of the
+set by :func:`survey_ml.train.redshift.calibrate_redshift_errors`), ``z_cnn_flag`` (0 = reliable; bits below), ``z_cnn_dchi2`` (chi^2 of the
 best rival candidate minus the best, redrock's reliability figure) and ``z_cnn_pmax``
 (network probability within +-2 bins of the answer). With ``refine=False`` the network alone
 answers: the probability-weighted mean of its top peak, and that peak's width as the error.
@@ -35,8 +35,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .core.uncertainty import ErrorFloor
-from .preprocess.redshift import RedshiftSetup, on_setup_grid, scaled_inputs, setup_of
+from .uncertainty import ErrorFloor
+from .redshift_inputs import RedshiftSetup, on_setup_grid, scaled_inputs, setup_of
 from .templates import TemplateSet, refine_redshifts
 
 __all__ = ["predict_redshifts", "redshifts_from_model", "pdf_candidates", "FLAGS", "REDSHIFT_COLUMNS", "log_grid_spectra", "templates_of"]
@@ -127,7 +127,7 @@ def predict_redshifts(flux: np.ndarray, ivar: np.ndarray, mask: np.ndarray, wave
     batch_size : int
         Spectra per forward pass.
     threads, device
-        torch threads and device (see :func:`survey_ml.infer.predict_spectra`).
+        torch threads and device (see :func:`survey_ml.core.inference.predict_spectra`).
     n_candidates : int
         Peaks of p(z) handed to the template fit (the top one always; the others only with
         at least ``min_probability`` within +-2 bins - scanning rivals the network all but
@@ -143,7 +143,7 @@ def predict_redshifts(flux: np.ndarray, ivar: np.ndarray, mask: np.ndarray, wave
     pandas.DataFrame
         :data:`REDSHIFT_COLUMNS`, one row per input row.
     """
-    from .infer import load_model, worker_threads
+    from .inference import load_model, worker_threads
 
     model, info = load_model(weights, device)
     if len(flux):
@@ -157,12 +157,12 @@ def redshifts_from_model(model: torch.nn.Module, info: dict, flux: np.ndarray, i
                          wavelength: np.ndarray, refine: bool | None = None, batch_size: int = 256,
                          n_candidates: int = 3, min_probability: float = 1e-3,
                          refine_options: dict | None = None) -> pd.DataFrame:
-    """:func:`predict_redshifts` with the model already built (``model, info`` of :func:`survey_ml.infer.load_model`).
+    """:func:`predict_redshifts` with the model already built (``model, info`` of :func:`survey_ml.core.inference.load_model`).
 
     The block step of the redshift task: the model lives on the worker's device, torch
     threads are the caller's.
     """
-    from .infer import forward_batches
+    from .inference import forward_batches
 
     n = len(flux)
     frame = pd.DataFrame({c: np.zeros(n, dtype=d) for c, d in REDSHIFT_COLUMNS.items()})

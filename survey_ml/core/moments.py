@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import SurveyFileError
-from .io.ifu import C_KMS, IFUCube, IFUMaps
-from .io.manga import DRP_DONOTUSE
+from ..io.errors import SurveyFileError
+from ..io.ifu import C_KMS, IFUCube, IFUMaps
+from ..io.manga import DRP_DONOTUSE
 
 __all__ = ["moment_maps_from_cube", "halpha_planes", "halpha_window", "HALPHA_VACUUM", "NII_VACUUM",
            "MOMENT_DEFAULTS", "MANGA_MAP_FLUX_UNIT"]

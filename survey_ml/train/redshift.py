@@ -34,11 +34,11 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .cluster import run_blocks
-from .models.redshift_cnn import PublishedRedshiftCNN, RedshiftPDFNet
-from .preprocess.redshift import published_redshift_inputs, redshift_inputs, setup_of
-from .train import load_recipe, split_indices
-from .training_loop import train_epochs
+from ..cluster.client import run_blocks
+from ..models.redshift_cnn import PublishedRedshiftCNN, RedshiftPDFNet
+from ..core.redshift_inputs import published_redshift_inputs, redshift_inputs, setup_of
+from .spectral import load_recipe, split_indices
+from .loop import train_epochs
 
 __all__ = ["RedshiftSet", "make_redshift_set", "cached_redshift_set", "observe_setup", "RedshiftTrainConfig",
            "train_redshift_model", "train_redshift_task", "setup_native_wavelength", "calibrate_redshift_errors"]
@@ -56,7 +56,7 @@ class RedshiftSet:
 
 def setup_native_wavelength(setup: str) -> np.ndarray:
     """The instrument grid spectra of a setup are observed on (A)."""
-    from .simulate.deimos import DeimosInstrument
+    from ..simulate.deimos import DeimosInstrument
 
     if setup_of(setup).name == "deimos":
         return DeimosInstrument().wavelength
@@ -67,12 +67,12 @@ def observe_setup(rest_wave: np.ndarray, rest_flux: np.ndarray, z: float, snr_r:
                   setup: str, instrument: str = "lamost") -> tuple[np.ndarray, np.ndarray]:
     """One library spectrum observed with a setup's instrument: (flux, ivar) on its native grid.
 
-    ``instrument`` picks the LAMOST model (:data:`survey_ml.train.INSTRUMENTS`: ``lamost``
+    ``instrument`` picks the LAMOST model (:data:`survey_ml.train.spectral.INSTRUMENTS`: ``lamost``
     nominal, ``randomised`` for shifted held-out sets); DEIMOS has one.
     """
-    from .simulate.deimos import observe_deimos
-    from .simulate.observe import observe_lamost
-    from .train import INSTRUMENTS
+    from ..simulate.deimos import observe_deimos
+    from ..simulate.observe import observe_lamost
+    from .spectral import INSTRUMENTS
 
     if setup_of(setup).name == "deimos":
         return observe_deimos(rest_wave, rest_flux, z, rng)
@@ -87,7 +87,7 @@ def observe_setup(rest_wave: np.ndarray, rest_flux: np.ndarray, z: float, snr_r:
 def _observe_block(plan: pd.DataFrame, library_path: str, setup: str, instrument: str = "lamost"
                    ) -> tuple[np.ndarray, np.ndarray]:
     """Observe one block of plan rows (runs on a worker)."""
-    from .simulate.library import open_library
+    from ..simulate.library import open_library
 
     library = open_library(library_path)
     rows = np.sort(plan["library_row"].unique())
@@ -124,8 +124,8 @@ def make_redshift_set(library, n: int, setup: str, seed: int = 0, z_range: tuple
     block_size : int
     progress : bool
     """
-    from .simulate.release import ObservationPlan, draw_observations
-    from .spec import load_release_spec
+    from ..simulate.release import ObservationPlan, draw_observations
+    from ..config import load_release_spec
 
     s = setup_of(setup)
     rng = np.random.default_rng(seed)
@@ -251,9 +251,9 @@ def test_figures(data: RedshiftSet, index: np.ndarray, weights: str | os.PathLik
 
     The PDF network is scored alone and with the template refinement, as run-catalog runs it.
     """
-    from .infer import forward_batches, load_model
-    from .metrics import coverage_within, nmad, outlier_fraction
-    from .redshift import predict_redshifts
+    from ..core.inference import forward_batches, load_model
+    from ..core.metrics import coverage_within, nmad, outlier_fraction
+    from ..core.redshift import predict_redshifts
 
     z = data.truth["z_true"].to_numpy(float)[index]
     if network == "published":
@@ -281,7 +281,7 @@ def calibrate_redshift_errors(weights: str | os.PathLike, recipe: dict[str, Any]
     The set is shifted from the training one - other galaxies (its own library, by default
     the ``broad`` priors), the ``randomised`` LAMOST instrument, redshifts and S/N_r drawn
     like a release (the recipe's ``release``, default dr10). Its spectra run through
-    :func:`survey_ml.redshift.redshifts_from_model` exactly as run-catalog runs them, with
+    :func:`survey_ml.core.redshift.redshifts_from_model` exactly as run-catalog runs them, with
     the refinement's raw curvature errors; an :class:`~survey_ml.core.uncertainty.ErrorFloor`
     is fitted on the rows that are not catastrophic (``|dz| / (1 + z) < 0.01``; those are
     what ``z_cnn_flag`` is for) and written into the weights file as ``error_model``.
@@ -301,13 +301,13 @@ def calibrate_redshift_errors(weights: str | os.PathLike, recipe: dict[str, Any]
     dict
         ``error_model`` and the set's coverage and NMAD before and after.
     """
-    from .core.uncertainty import ErrorFloor, GAUSS_COVERAGE, coverage
-    from .infer import load_model, save_weights, weights_sha256
-    from .metrics import nmad, outlier_fraction
-    from .redshift import redshifts_from_model
-    from .simulate.library import LibraryConfig, build_library
-    from .simulate.release import ObservationPlan
-    from .spec import load_release_spec
+    from ..core.uncertainty import ErrorFloor, GAUSS_COVERAGE, coverage
+    from ..core.inference import load_model, save_weights, weights_sha256
+    from ..core.metrics import nmad, outlier_fraction
+    from ..core.redshift import redshifts_from_model
+    from ..simulate.library import LibraryConfig, build_library
+    from ..simulate.release import ObservationPlan
+    from ..config import load_release_spec
 
     recipe = load_recipe(recipe) if isinstance(recipe, (str, os.PathLike)) else recipe
     table = recipe["uncertainty"]
@@ -366,9 +366,9 @@ def train_redshift_task(task_or_path: str | os.PathLike = "redshift", out: str |
     dict
         The report written beside the weights.
     """
-    from .infer import save_weights, weights_sha256
-    from .simulate.library import LibraryConfig, build_library
-    from .templates import pca_templates
+    from ..core.inference import save_weights, weights_sha256
+    from ..simulate.library import LibraryConfig, build_library
+    from ..core.templates import pca_templates
 
     recipe = load_recipe(task_or_path)
     out = Path(out) if out else Path(recipe["recipe_path"]).with_suffix(".pt")

@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .models.kinematics import PARAMETERS, KinematicModel, masked_mse
-from .training_loop import train_epochs
+from ..models.kinematics import PARAMETERS, KinematicModel, masked_mse
+from .loop import train_epochs
 
 __all__ = ["KinematicTrainConfig", "train_kinematic_model", "mc_dropout", "physical_samples", "reconstruction_error",
            "summarise", "train_kinematics_task", "prepare_map_files"]
@@ -215,9 +215,9 @@ def summarise(samples: dict[str, np.ndarray]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- shipped weights
 def prepare_map_files(paths: list[str], survey: str) -> dict[str, np.ndarray]:
     """Read one block of IFU map files (SAMI H-alpha files or MaNGA MAPS) and prepare them (a Dask task)."""
-    from .io.manga import read_manga_maps
-    from .io.sami import read_sami_maps
-    from .preprocess.maps import prepare_galaxies
+    from ..io.manga import read_manga_maps
+    from ..io.sami import read_sami_maps
+    from ..core.maps import prepare_galaxies
 
     read = read_sami_maps if survey == "sami" else read_manga_maps
     galaxies = []
@@ -244,11 +244,11 @@ def train_kinematics_task(task_or_path: str = "kinematics_sami", out=None, clien
 
     import pandas as pd
 
-    from .cluster import run_blocks
-    from .infer import save_weights, weights_sha256
-    from .simulate.ifu import simulate_ifu_release
-    from .simulate.library import default_cache_dir
-    from .train import load_recipe
+    from ..cluster.client import run_blocks
+    from ..core.inference import save_weights, weights_sha256
+    from ..simulate.ifu import simulate_ifu_release
+    from ..simulate.library import default_cache_dir
+    from .spectral import load_recipe
 
     recipe = load_recipe(task_or_path)
     out = Path(out) if out else Path(recipe["recipe_path"]).with_suffix(".pt")

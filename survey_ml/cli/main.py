@@ -12,13 +12,13 @@ __all__ = ["main"]
 
 
 def _add_cluster_args(p: argparse.ArgumentParser) -> None:
-    from .cluster import CLUSTER_KINDS
+    from ..cluster.client import CLUSTER_KINDS
 
     g = p.add_argument_group("cluster")
     g.add_argument("--cluster", choices=CLUSTER_KINDS, default="local",
                    help="local: worker processes here (default); cuda: one dask-cuda worker per GPU (CPU workers, "
                         "with a message, when there is no GPU or dask-cuda); slurm/pbs: dask-jobqueue batch jobs "
-                        "from the release spec and jobqueue.yaml; mpi: inside `mpirun ... python -m survey_ml.mpi`")
+                        "from the release spec and jobqueue.yaml; mpi: inside `mpirun ... python -m survey_ml.cli.mpi_launch`")
     g.add_argument("--scheduler", default=None,
                    help="address of a running Dask scheduler (default: $SURVEY_ML_SCHEDULER, "
                         "else a cluster of --cluster kind)")
@@ -34,11 +34,11 @@ def _add_cluster_args(p: argparse.ArgumentParser) -> None:
 
 
 def _connect(args: argparse.Namespace):
-    from .cluster import connect
+    from ..cluster.client import connect
 
     spec = None
     if getattr(args, "cluster", "local") in ("slurm", "pbs") and getattr(args, "release", None):
-        from .spec import load_release_spec
+        from ..config import load_release_spec
 
         spec = load_release_spec(args.release)
     try:
@@ -51,7 +51,7 @@ def _connect(args: argparse.Namespace):
 
 def store_summary(store: str | os.PathLike) -> str:
     """A short human summary of a release store: rows, statuses, S/N, size on disk."""
-    from .store import open_release
+    from ..store import open_release
 
     release = open_release(store)
     obj = release.objects
@@ -75,7 +75,7 @@ def store_summary(store: str | os.PathLike) -> str:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from .store import ingest
+    from ..store import ingest
 
     client = _connect(args)
     try:
@@ -95,8 +95,8 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Write a small mock LAMOST release, ingest it on a local Dask cluster, summarise."""
-    from .simulate import DEFECTS, inject_defect, write_mock_release
-    from .store import ingest
+    from ..simulate import DEFECTS, inject_defect, write_mock_release
+    from ..store import ingest
 
     out = Path(args.out)
     for previous in (out / "mock_dr10", out / "dr10"):  # a demo starts from scratch
@@ -120,9 +120,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     """Build (or reuse) the cached bagpipes library, then write a mock release with truth."""
-    from .simulate.library import LibraryConfig, build_library
-    from .simulate.release import ObservationPlan, simulate_release, simulate_settings
-    from .spec import load_release_spec
+    from ..simulate.library import LibraryConfig, build_library
+    from ..simulate.release import ObservationPlan, simulate_release, simulate_settings
+    from ..config import load_release_spec
 
     spec = load_release_spec(args.release)
     sim = simulate_settings(spec, args.variant)
@@ -153,8 +153,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train a task's network from its recipe (the shipped one by default) and save the weights."""
-    from .tasks import get_task
-    from .train import load_recipe
+    from ..tasks import get_task
+    from ..train.spectral import load_recipe
 
     recipe = load_recipe(args.recipe)
     redshift = "network" in recipe   # redshift recipes name their network and setup
@@ -187,7 +187,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_run_catalog(args: argparse.Namespace) -> int:
     """Ingest if needed, infer, write the catalog, fit the MZR, summarise."""
-    from .runner import run_catalog
+    from ..dask.runner import run_catalog
 
     client = _connect(args)
     try:
@@ -202,7 +202,7 @@ def cmd_run_catalog(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """Where a run stands, from its output folder: parts done / total, rate, ETA, failures."""
-    from .progress import run_status
+    from ..report.progress import run_status
 
     if not Path(args.run).is_dir():
         print(f"survey-ml status: {args.run} is not a folder", file=sys.stderr)
@@ -213,7 +213,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ._version import __version__
+    from .._version import __version__
 
     parser = argparse.ArgumentParser(prog="survey-ml", description=__doc__)
     parser.add_argument("--version", action="version", version=f"survey_ml {__version__}")

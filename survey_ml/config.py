@@ -51,7 +51,7 @@ def load_release_spec(name_or_path: str | os.PathLike) -> dict[str, Any]:
 
 
 #: The tables of a release spec and the keys each takes (None: free-form, read by its own module:
-#: ``[simulate]`` by survey_ml.simulate, ``[cluster.<kind>]`` by survey_ml.hpc, ``[tasks.<name>]``
+#: ``[simulate]`` by survey_ml.simulate, ``[cluster.<kind>]`` by survey_ml.cluster.hpc, ``[tasks.<name>]``
 #: by each task's ``Options``).
 SPEC_KEYS: dict[str, frozenset[str] | None] = {
     "release": frozenset({"name", "kind", "survey", "description", "reader", "catalogue", "spectra", "spec_path"}),
@@ -75,7 +75,7 @@ def validate_spec(spec: dict[str, Any]) -> dict[str, Any]:
     >>> validate_spec({"release": {"name": "x", "spec_path": "my.toml"}, "cuts": {"z_mx": 0.3}})
     Traceback (most recent call last):
     ...
-    survey_ml.spec.SpecError: my.toml: unknown key 'z_mx' in [cuts] (known: snr_r_min, z_max, z_min)
+    survey_ml.config.SpecError: my.toml: unknown key 'z_mx' in [cuts] (known: snr_r_min, z_max, z_min)
     """
     where = spec.get("release", {}).get("spec_path", "<spec>")
     for table, value in spec.items():

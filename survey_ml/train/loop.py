@@ -1,8 +1,8 @@
 """The epoch loop every survey_ml network trains with: shuffled mini-batches, validation, best state.
 
-The metallicity / star-forming CNNs (:mod:`survey_ml.train`), the redshift networks
-(:mod:`survey_ml.train_redshift`) and the self-supervised kinematic model
-(:mod:`survey_ml.kinematics`) differ in their data, loss and schedule, not in the loop: each
+The metallicity / star-forming CNNs (:mod:`survey_ml.train.spectral`), the redshift networks
+(:mod:`survey_ml.train.redshift`) and the self-supervised kinematic model
+(:mod:`survey_ml.train.kinematics`) differ in their data, loss and schedule, not in the loop: each
 passes its batch loss and its validation loss as functions.
 """
 from __future__ import annotations

@@ -12,10 +12,10 @@ to a GPU node to an HPC allocation by one option (``--cluster``):
     Without dask-cuda or without a GPU it falls back to CPU workers and says why.
 ``slurm`` / ``pbs``
     A dask-jobqueue cluster built from the release spec and ``jobqueue.yaml``
-    (:func:`survey_ml.hpc.jobqueue_cluster`), scaled to ``jobs`` batch jobs.
+    (:func:`survey_ml.cluster.hpc.jobqueue_cluster`), scaled to ``jobs`` batch jobs.
 ``mpi``
-    Inside ``mpirun -n N python -m survey_ml.mpi ...``: dask-mpi already started the scheduler
-    and workers; connect to them (:mod:`survey_ml.mpi`).
+    Inside ``mpirun -n N python -m survey_ml.cli.mpi_launch ...``: dask-mpi already started the scheduler
+    and workers; connect to them (:mod:`survey_ml.cluster.mpi`).
 
 Nothing CUDA-related is initialised in this (client) process: GPUs are counted through NVML
 by dask-cuda, so worker processes own their devices.
@@ -146,7 +146,7 @@ def connect(scheduler: str | None = None, *, cluster: str = "local", n_workers: 
         Worker processes (True) or threads in this process.
     jobs, gpus, spec
         ``slurm`` / ``pbs``: batch jobs to scale to, GPUs per job, and the release spec whose
-        ``[cluster.<kind>]`` table sets the resources (see :func:`survey_ml.hpc.jobqueue_cluster`);
+        ``[cluster.<kind>]`` table sets the resources (see :func:`survey_ml.cluster.hpc.jobqueue_cluster`);
         ``None`` leaves them to the spec / ``jobqueue.yaml`` / survey_ml's defaults.
     quiet : bool
         Do not print the dashboard link.
@@ -220,7 +220,7 @@ def run_blocks(function: Callable[..., Any], blocks: Sequence[tuple], client: Cl
     With a client, each block is one task (``pure=False``: blocks write files), gathered as
     they finish so a progress bar can follow; without one, a plain loop here.
     ``on_result(k, result)`` is called here, on the client, as block ``k`` finishes (e.g.
-    :meth:`survey_ml.progress.RunJournal.block_callback` keeps the run's progress on disk);
+    :meth:`survey_ml.report.progress.RunJournal.block_callback` keeps the run's progress on disk);
     for a block that raised it gets the exception, just before it is re-raised.
     """
     from tqdm.auto import tqdm

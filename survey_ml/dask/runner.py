@@ -26,16 +26,16 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from ._version import __version__
-from .catalog import export_fits, finished_parts, read_catalog, tidy_catalog_dir
-from .catalog_relations import fit_catalog_mzr, fit_catalog_tfr
-from .dask.blocks import write_catalog_part
-from .dask.catalog import LazyRelease
+from .._version import __version__
+from ..catalog.parts import export_fits, finished_parts, read_catalog, tidy_catalog_dir
+from ..relations.catalog import fit_catalog_mzr, fit_catalog_tfr
+from .blocks import write_catalog_part
+from .catalog import LazyRelease
 from .inputs import prepare_store, release_kind
-from .progress import RunJournal
-from .report import write_html_report
-from .spec import load_release_spec, spec_digest
-from .tasks.base import Task
+from ..report.progress import RunJournal
+from ..report.html import write_html_report
+from ..config import load_release_spec, spec_digest
+from ..tasks.base import Task
 
 __all__ = ["run_catalog", "RunReport"]
 
@@ -125,7 +125,7 @@ def run_catalog(release: str | os.PathLike | dict[str, Any] = "dr10", *, input: 
     client : distributed.Client, optional
         Cluster; default the current client, else a LocalCluster made (and closed) here.
     masses : path, optional
-        Stellar-mass table for the MZR (:func:`survey_ml.catalog_relations.attach_masses`).
+        Stellar-mass table for the MZR (:func:`survey_ml.relations.catalog.attach_masses`).
     weights : dict, optional
         Weights file per task name, overriding the spec's.
     tasks : sequence, optional
@@ -143,7 +143,7 @@ def run_catalog(release: str | os.PathLike | dict[str, Any] = "dr10", *, input: 
     """
     import dask
 
-    from .cluster import connect, current_client
+    from ..cluster.client import connect, current_client
 
     spec = release if isinstance(release, dict) else load_release_spec(release)
     name = spec["release"]["name"]
@@ -182,8 +182,8 @@ def run_catalog(release: str | os.PathLike | dict[str, Any] = "dr10", *, input: 
 def _run(spec: dict[str, Any], name: str, out: Path, catalog_dir: Path, input, store, client, masses, weights,
          tasks, n_mock, catalogue, progress: bool, journal: RunJournal) -> tuple[RunReport, pd.DataFrame, Path | None, list[Task]]:
     """The stages of :func:`run_catalog`; returns the report, the finalised catalog, the truth table and the tasks."""
-    from .cluster import run_blocks
-    from .infer import weights_sha256
+    from ..cluster.client import run_blocks
+    from ..core.inference import weights_sha256
 
     timings: dict[str, float] = {}
     journal.stage("prepare")

@@ -121,7 +121,7 @@ def hpc_settings(kind: str, spec: Mapping[str, Any] | None = None,
     kind : {"slurm", "pbs", "local"}
         The batch system (``local``: the same jobs as local processes).
     spec : dict, optional
-        A release spec (:func:`survey_ml.spec.load_release_spec`); its ``[cluster.<kind>]``
+        A release spec (:func:`survey_ml.config.load_release_spec`); its ``[cluster.<kind>]``
         table overrides the config.
     config : path or dict, optional
         A jobqueue.yaml file (or its parsed tree, ``{"jobqueue": {kind: {...}}}``) to use

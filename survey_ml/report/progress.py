@@ -33,7 +33,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .catalog import PROVENANCE_KEY
+from ..catalog.parts import PROVENANCE_KEY
 
 __all__ = ["RunJournal", "RunStatus", "run_status", "JOURNAL_NAME"]
 
@@ -138,7 +138,7 @@ class RunJournal:
         self._write()
 
     def block_callback(self, chunks: Sequence[int]) -> Callable[[int, Any], None]:
-        """An ``on_result`` for :func:`survey_ml.cluster.run_blocks`: block ``k`` is part ``chunks[k]``.
+        """An ``on_result`` for :func:`survey_ml.cluster.client.run_blocks`: block ``k`` is part ``chunks[k]``.
 
         A result is a dict with ``rows`` and ``seconds`` (what the catalog tasks return); an
         exception marks the part failed.

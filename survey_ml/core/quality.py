@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .io.spectrum import Spectrum
+from ..io.spectrum import Spectrum
 
 __all__ = ["MASK_NONFINITE", "MASK_NODATA", "USABLE_STATUSES", "assess_spectrum"]
 

@@ -358,7 +358,7 @@ def write_html_report(run_dir: str | os.PathLike, report: dict[str, Any] | None 
     run_dir : path
         The run's output folder (``report.json``, the catalog, ``progress.json``, plots).
     report : dict, optional
-        The run report (:meth:`survey_ml.runner.RunReport.to_dict`);
+        The run report (:meth:`survey_ml.dask.runner.RunReport.to_dict`);
         default: ``<run_dir>/report.json``.
     truth : path, optional
         A truth table (Parquet, CSV or FITS): a mock release's ``truth.parquet``. Spectra
@@ -378,8 +378,8 @@ def write_html_report(run_dir: str | os.PathLike, report: dict[str, Any] | None 
     pathlib.Path
         The report file.
     """
-    from ._version import __version__
-    from .catalog import read_catalog
+    from .._version import __version__
+    from ..catalog.parts import read_catalog
     from .progress import JOURNAL_NAME
 
     run_dir = Path(run_dir)
@@ -403,7 +403,7 @@ def write_html_report(run_dir: str | os.PathLike, report: dict[str, Any] | None 
     # counts
     status_rows = [(status, int(n), f"{n / len(catalog):.1%}") for status, n in counts.items()]
     if ifu:
-        from .tasks.kinematics import FLAG
+        from ..tasks.kinematics import FLAG
 
         kin_flag = catalog["kin_flag"].to_numpy()
         flags = [("kin_flag == 0 (used by the TFR)", int((kin_flag == 0).sum()))]

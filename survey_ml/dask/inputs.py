@@ -43,7 +43,7 @@ def prepare_store(spec: dict[str, Any], out: Path, input: str | os.PathLike | No
 
 
 def _prepare_spectra(spec, out: Path, input, store: Path, client, n_mock, progress) -> tuple[Path, Path | None]:
-    from .store import ingest
+    from ..store import ingest
 
     truth = None
     if input is None:
@@ -68,9 +68,9 @@ def _source_of(spec: dict[str, Any], path: Path) -> tuple[Path, Path | None]:
 
 def _mock_spectra(spec: dict[str, Any], root: Path, client, n_mock: int | None, progress: bool) -> tuple[Path, Path]:
     """The default input: a mock release of the spec's ``[simulate]`` size (reused if already written)."""
-    from .simulate import DEFECTS, inject_defect
-    from .simulate.library import LibraryConfig, build_library
-    from .simulate.release import ObservationPlan, simulate_release, simulate_settings
+    from ..simulate import DEFECTS, inject_defect
+    from ..simulate.library import LibraryConfig, build_library
+    from ..simulate.release import ObservationPlan, simulate_release, simulate_settings
 
     sim = simulate_settings(spec)
     n = int(n_mock or sim.get("n_spectra", 5000))
@@ -90,12 +90,12 @@ def _mock_spectra(spec: dict[str, Any], root: Path, client, n_mock: int | None, 
 
 
 def _prepare_ifu(spec, out: Path, input, store: Path, client, n_mock, catalogue, progress) -> tuple[Path, Path | None]:
-    from .store import ingest_ifu
+    from ..store import ingest_ifu
 
     survey = spec["release"]["survey"]
     truth = None
     if input is None:  # the embedded default: a mock release of the spec's size
-        from .simulate.ifu import simulate_ifu_release
+        from ..simulate.ifu import simulate_ifu_release
 
         mock_root = out / "mock"
         if not (mock_root / "truth.parquet").exists():

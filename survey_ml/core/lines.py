@@ -17,7 +17,7 @@ a local continuum, at the catalogue redshift) and turns the fluxes into
 * per line a 0/1 flag: not measured (outside the spectrum, masked, no redshift).
 
 Unmeasured values are 0 (their flag says why). The same function feeds training
-(:mod:`survey_ml.train`, on the simulated native-grid spectra) and inference (run-catalog's
+(:mod:`survey_ml.train.spectral`, on the simulated native-grid spectra) and inference (run-catalog's
 blocks), so the two cannot drift apart.
 """
 from __future__ import annotations
@@ -60,7 +60,7 @@ def line_features(flux: np.ndarray, ivar: np.ndarray, mask: np.ndarray | None, w
 
     Examples
     --------
-    >>> from survey_ml.wavelength import LAMOST_LRS_GRID
+    >>> from survey_ml.core.wavelength import LAMOST_LRS_GRID
     >>> wave = LAMOST_LRS_GRID.wavelength()
     >>> flux = np.ones((2, wave.size), np.float32)
     >>> lines = ((3727.09, 12.0 * 0.75 / 1.75), (3729.88, 12.0 / 1.75), (4862.68, 10.0), (4960.30, 20.0 / 2.98),
@@ -77,7 +77,7 @@ def line_features(flux: np.ndarray, ivar: np.ndarray, mask: np.ndarray | None, w
     >>> float(named["missing_ha"]), float(feats[1][LINE_FEATURE_NAMES.index("missing_ha")])
     (0.0, 1.0)
     """
-    from ..core.line_fit import EXTENDED_GROUPS, fit_strong_lines_block
+    from .line_fit import EXTENDED_GROUPS, fit_strong_lines_block
 
     n = len(flux)
     out = np.zeros((n, N_LINE_FEATURES), np.float32)
