@@ -55,7 +55,7 @@ def load_release_spec(name_or_path: str | os.PathLike) -> dict[str, Any]:
 #: by each task's ``Options``).
 SPEC_KEYS: dict[str, frozenset[str] | None] = {
     "release": frozenset({"name", "kind", "survey", "description", "reader", "catalogue", "spectra", "spec_path"}),
-    "ingest": frozenset({"chunk_rows", "cube_window", "wave_chunk"}),
+    "ingest": frozenset({"chunk_rows", "cube_window", "wave_chunk", "max_decompressed_mb"}),
     "cuts": frozenset({"z_min", "z_max", "snr_r_min"}),
     "prepare": frozenset({"min_snr", "min_good", "min_vmax"}),
     "mzr": frozenset({"x_range", "match_radius_arcsec"}),

@@ -6,9 +6,74 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["main"]
+__all__ = ["main", "UsageError"]
+
+#: What a folder of survey inputs holds at least one of (spectra, IFU products, catalogues).
+INPUT_SUFFIXES = (".fits", ".fits.gz", ".fit", ".fit.gz", ".csv", ".csv.gz", ".txt", ".lst")
+
+
+class UsageError(Exception):
+    """A command line that cannot work as typed: one line on stderr, exit status 2, nothing started."""
+
+
+def check_input(path: str | os.PathLike, option: str) -> Path:
+    """``path`` exists and, if a folder, holds survey inputs (checked before any cluster starts)."""
+    path = Path(path)
+    if not path.exists():
+        raise UsageError(f"{option} {path} does not exist")
+    if path.is_dir() and not any(name.lower().endswith(INPUT_SUFFIXES)
+                                 for _, _, names in os.walk(path, followlinks=True) for name in names):
+        raise UsageError(f"{option} {path} holds no survey files (looked for {', '.join(INPUT_SUFFIXES[:2])}, "
+                         "catalogues .csv and file lists .txt)")
+    return path
+
+
+def check_writable(path: str | os.PathLike, option: str) -> Path:
+    """``path`` is a folder this user may create or write into."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{option} {path} is a file, not a folder")
+    parent = path
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UsageError(f"{option} {path}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"{option} {path}: permission denied (cannot write in {parent})")
+    return path
+
+
+@contextmanager
+def writer_lock(folder: Path, purpose: str) -> Iterator[None]:
+    """Hold ``folder``'s writer lock (:class:`survey_ml.store.lock.FolderLock`); another live writer is a UsageError."""
+    from ..store.lock import FolderInUseError, FolderLock
+
+    lock = FolderLock(folder, purpose)
+    try:
+        lock.acquire()
+    except FolderInUseError as err:
+        raise UsageError(str(err)) from err
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def check_release(name: str) -> dict:
+    """The release spec ``name`` (or a clear error: a folder given as the release, a typo)."""
+    from ..config import SpecError, load_release_spec
+
+    if Path(name).is_dir():
+        raise UsageError(f"{name} is a folder: give the release (dr10, manga-dr17, sami-dr3, or a spec .toml) and "
+                         f"the data with --input {name}")
+    try:
+        return load_release_spec(name)
+    except (FileNotFoundError, SpecError) as err:
+        raise UsageError(str(err).strip('"')) from err
 
 
 def _add_cluster_args(p: argparse.ArgumentParser) -> None:
@@ -77,10 +142,17 @@ def store_summary(store: str | os.PathLike) -> str:
 def cmd_ingest(args: argparse.Namespace) -> int:
     from ..store import ingest
 
+    check_input(args.source, "source")
+    with writer_lock(check_writable(args.store, "--store"), "ingest"):  # refused before a cluster starts
+        return _ingest(args, ingest)
+
+
+def _ingest(args: argparse.Namespace, ingest) -> int:
     client = _connect(args)
     try:
         report = ingest(args.source, args.store, args.release, client=client, reader=args.reader,
-                        chunk_rows=args.chunk_rows, data_root=args.data_root, progress=True)
+                        chunk_rows=args.chunk_rows, data_root=args.data_root, progress=True,
+                        max_decompressed_mb=args.max_decompressed_mb)
     finally:
         client.close()
     print(report.summary())
@@ -189,6 +261,22 @@ def cmd_run_catalog(args: argparse.Namespace) -> int:
     """Ingest if needed, infer, write the catalog, fit the MZR, summarise."""
     from ..dask.runner import run_catalog
 
+    spec = check_release(args.release)
+    if args.input is not None:
+        check_input(args.input, "--input")
+    for option in ("masses", "catalogue", "truth"):
+        value = getattr(args, option, None)
+        if value is not None and not Path(value).exists():
+            raise UsageError(f"--{option} {value} does not exist")
+    if args.store is not None and args.input is None and not (Path(args.store) / "release.json").is_file():
+        raise UsageError(f"--store {args.store} is not a release store (no release.json); give --input to ingest "
+                         "into it")
+    out = check_writable(args.out or f"survey_ml_{spec['release']['name']}", "--out")
+    with writer_lock(out, "run-catalog"):  # a second run on this --out refuses before its cluster starts
+        return _run_catalog(args, run_catalog)
+
+
+def _run_catalog(args: argparse.Namespace, run_catalog) -> int:
     client = _connect(args)
     try:
         report = run_catalog(args.release, input=args.input, store=args.store, out=args.out, client=client,
@@ -226,6 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reader", default="lamost", choices=["lamost", "sdss"])
     p.add_argument("--chunk-rows", type=int, default=1024, help="rows per Zarr chunk / task (new stores)")
     p.add_argument("--data-root", default=None, help="where a catalogue's spectra live (default: its folder)")
+    p.add_argument("--max-decompressed-mb", type=float, default=None,
+                   help="flag a file holding more than this once decompressed as too_large, reading no further "
+                        "(default 64 for spectra)")
     _add_cluster_args(p)
     p.set_defaults(func=cmd_ingest)
 
@@ -297,7 +388,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``survey-ml`` console script."""
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except UsageError as err:
+        print(f"survey-ml {args.command}: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

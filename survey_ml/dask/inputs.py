@@ -50,7 +50,8 @@ def _prepare_spectra(spec, out: Path, input, store: Path, client, n_mock, progre
         input, truth = _mock_spectra(spec, out / "mock", client, n_mock, progress)
     source, data_root = _source_of(spec, Path(input))
     ingest(source, store, spec["release"]["name"], client=client, reader=spec["release"].get("reader", "lamost"),
-           chunk_rows=int(spec.get("ingest", {}).get("chunk_rows", 1024)), data_root=data_root, progress=progress)
+           chunk_rows=int(spec.get("ingest", {}).get("chunk_rows", 1024)), data_root=data_root, progress=progress,
+           max_decompressed_mb=spec.get("ingest", {}).get("max_decompressed_mb"))
     return store, truth
 
 
@@ -110,5 +111,6 @@ def _prepare_ifu(spec, out: Path, input, store: Path, client, n_mock, catalogue,
     ingest_table = spec.get("ingest", {})
     ingest_ifu(input, store, spec["release"]["name"], survey, catalogue=catalogue, client=client,
                chunk_rows=ingest_table.get("chunk_rows"), progress=progress,
+               max_decompressed_mb=ingest_table.get("max_decompressed_mb"),
                **{k: ingest_table[k] for k in ("cube_window", "wave_chunk") if k in ingest_table})
     return store, truth

@@ -35,6 +35,7 @@ from .inputs import prepare_store, release_kind
 from ..report.progress import RunJournal
 from ..report.html import write_html_report
 from ..config import load_release_spec, spec_digest
+from ..store.lock import FolderLock
 from ..tasks.base import Task
 
 __all__ = ["run_catalog", "RunReport"]
@@ -141,14 +142,22 @@ def run_catalog(release: str | os.PathLike | dict[str, Any] = "dr10", *, input: 
     progress : bool
         Progress bars.
     """
+    spec = release if isinstance(release, dict) else load_release_spec(release)
+    name = spec["release"]["name"]
+    out = Path(out or f"survey_ml_{name}")
+    # one run per output folder, refused before a cluster starts (a killed run's lock is taken over)
+    with FolderLock(out, "run-catalog"):
+        return _run_locked(spec, name, out, input, store, client, masses, weights, tasks, n_mock, catalogue, truth,
+                           progress)
+
+
+def _run_locked(spec: dict[str, Any], name: str, out: Path, input, store, client, masses, weights, tasks, n_mock,
+                catalogue, truth, progress: bool) -> RunReport:
+    """:func:`run_catalog` once its output folder is locked: the cluster, the stages, the report, the journal."""
     import dask
 
     from ..cluster.client import connect, current_client
 
-    spec = release if isinstance(release, dict) else load_release_spec(release)
-    name = spec["release"]["name"]
-    out = Path(out or f"survey_ml_{name}")
-    out.mkdir(parents=True, exist_ok=True)
     catalog_dir = out / spec.get("outputs", {}).get("catalog", "catalog")
     own_client = client is None and current_client(None) is None
     client = connect(quiet=not progress) if own_client else current_client(client)

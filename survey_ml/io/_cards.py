@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Unsupported", "parse_header", "image_f32", "one_row_f32_table"]
+__all__ = ["Unsupported", "parse_header", "image_f32", "one_row_f32_table", "hdu_after", "check_whole_hdus"]
 
 BLOCK = 2880
 CARD = 80
@@ -96,8 +96,11 @@ def image_f32(raw: bytes, header: dict[str, Any], offset: int) -> np.ndarray:
     return np.frombuffer(raw, dtype=">f4", count=count, offset=offset).reshape(shape).astype(np.float32)
 
 
-def one_row_f32_table(raw: bytes, offset: int, extname: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """The first extension after ``offset``: a one-row BINTABLE of ``nE`` columns named ``extname``."""
+def one_row_f32_table(raw: bytes, offset: int, extname: str) -> tuple[dict[str, Any], dict[str, np.ndarray], int]:
+    """The extension at ``offset``: a one-row BINTABLE of ``nE`` columns named ``extname``.
+
+    Returns its header, its columns and the offset of the HDU after it.
+    """
     header, data_start = parse_header(raw, offset)
     if header.get("XTENSION") != "BINTABLE" or str(header.get("EXTNAME", "")).strip() != extname:
         raise Unsupported(f"first extension is not BINTABLE {extname}")
@@ -117,15 +120,30 @@ def one_row_f32_table(raw: bytes, offset: int, extname: str) -> tuple[dict[str, 
         pos += 4 * n
     if pos - data_start != header.get("NAXIS1"):
         raise Unsupported("row length disagrees with NAXIS1")
-    return header, columns
+    return header, columns, hdu_after(header, data_start)
 
 
 def hdu_after(header: dict[str, Any], data_start: int) -> int:
-    """Byte offset of the HDU following a primary HDU whose data start at ``data_start``."""
+    """Byte offset of the HDU following one whose header is ``header`` and whose data start at ``data_start``."""
     naxis = int(header.get("NAXIS", 0))
     n = 0
     if naxis:
-        n = abs(int(header.get("BITPIX", 8))) // 8
+        n = 1
         for i in range(1, naxis + 1):
             n *= int(header.get(f"NAXIS{i}", 0))
+    n = abs(int(header.get("BITPIX", 8))) // 8 * int(header.get("GCOUNT", 1)) * (int(header.get("PCOUNT", 0)) + n)
     return data_start + _padded(n)
+
+
+def check_whole_hdus(raw: bytes, pos: int = 0) -> None:
+    """``raw`` from ``pos`` on is HDUs to its end (zero padding allowed); raises :class:`Unsupported` otherwise.
+
+    The fast path reads the HDUs it needs and would never see what follows them; this walks
+    the headers after them so that bytes after the last HDU send the file to astropy, which
+    names them.
+    """
+    while pos < len(raw) and raw[pos:pos + 8] in (b"SIMPLE  ", b"XTENSION"):
+        header, data_start = parse_header(raw, pos)
+        pos = hdu_after(header, data_start)
+    if pos < len(raw) and raw[pos:].strip(b"\0"):
+        raise Unsupported(f"{len(raw) - pos} bytes after the last HDU")

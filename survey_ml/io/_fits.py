@@ -1,7 +1,7 @@
 """Safe FITS opening shared by the readers: every failure becomes a SurveyFileError."""
 from __future__ import annotations
 
-import gzip
+import contextvars
 import io
 import os
 import warnings
@@ -9,15 +9,100 @@ import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import numpy as np
 from astropy.io import fits
 from astropy.io.fits.verify import VerifyWarning
 
 from .errors import SurveyFileError
 
-__all__ = ["open_fits", "load_fits_bytes", "header_value"]
+__all__ = ["open_fits", "load_fits_bytes", "header_value", "max_decompressed_bytes", "decompression_limit",
+           "DEFAULT_MAX_DECOMPRESSED_MB"]
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _FITS_MAGIC = b"SIMPLE  ="
+_CHUNK = 1 << 20
+
+#: The most a FITS file may hold once decompressed (and a plain one on disk), in MB, unless
+#: :func:`decompression_limit` says otherwise: room for the largest product survey_ml reads
+#: whole (a MaNGA LOGCUBE, ~1-2 GB); ingest of spectra caps far lower (a LAMOST spectrum is
+#: ~0.1 MB, an SDSS one ~1 MB: ``store.kinds.spectra.MAX_DECOMPRESSED_MB``).
+DEFAULT_MAX_DECOMPRESSED_MB = 8192
+_LIMIT: contextvars.ContextVar[int] = contextvars.ContextVar("max_decompressed_bytes",
+                                                              default=DEFAULT_MAX_DECOMPRESSED_MB << 20)
+
+
+def max_decompressed_bytes() -> int:
+    """The cap in force here on a file's (decompressed) size, in bytes."""
+    return _LIMIT.get()
+
+
+@contextmanager
+def decompression_limit(megabytes: float | None) -> Iterator[int]:
+    """Cap the (decompressed) size of the FITS files read inside the block, in MB (None: the default).
+
+    Ingest sets it per input kind and from the release spec's ``[ingest] max_decompressed_mb``;
+    the cap is local to this thread (a :mod:`contextvars` variable).
+
+    Examples
+    --------
+    >>> with decompression_limit(2):
+    ...     max_decompressed_bytes()
+    2097152
+    >>> max_decompressed_bytes() == DEFAULT_MAX_DECOMPRESSED_MB << 20
+    True
+    """
+    if megabytes is None:
+        yield _LIMIT.get()
+        return
+    if not megabytes > 0:
+        raise ValueError(f"max_decompressed_mb must be > 0, not {megabytes!r}")
+    token = _LIMIT.set(int(megabytes * (1 << 20)))
+    try:
+        yield _LIMIT.get()
+    finally:
+        _LIMIT.reset(token)
+
+
+def _too_large(path: str, limit: int, what: str) -> SurveyFileError:
+    return SurveyFileError(path, f"{what} over {limit / (1 << 20):g} MB: not a survey file of this kind (a "
+                           "decompression bomb?); the cap is [ingest] max_decompressed_mb", code="too_large")
+
+
+def _only_zeros(data: bytes, fh) -> bool:
+    """``data`` and the rest of ``fh`` are zero bytes (the padding of tape-block writers)."""
+    while data:
+        if data.strip(b"\0"):
+            return False
+        data = fh.read(_CHUNK)
+    return True
+
+
+def _gunzip(path: str, fh, limit: int) -> bytes:
+    """Every gzip member of ``fh``, streamed, given up as soon as the output passes ``limit``."""
+    out = bytearray()
+    decompressor = zlib.decompressobj(wbits=31)
+    data = fh.read(_CHUNK)
+    while True:
+        if not data:
+            data = fh.read(_CHUNK)
+            if not data:
+                raise SurveyFileError(path, "truncated or corrupt gzip stream (it ends before its end marker)",
+                                      code="truncated")
+        try:
+            out += decompressor.decompress(data, limit + 1 - len(out))
+        except zlib.error as exc:
+            raise SurveyFileError(path, f"truncated or corrupt gzip stream ({exc})", code="truncated") from exc
+        if len(out) > limit:
+            raise _too_large(path, limit, "decompressed size")
+        data = decompressor.unconsumed_tail
+        if decompressor.eof:
+            rest = decompressor.unused_data + data or fh.read(_CHUNK)
+            if not rest or _only_zeros(rest, fh):
+                return bytes(out)
+            if rest[:2] != _GZIP_MAGIC:
+                raise SurveyFileError(path, "data after the end of the gzip stream that is not another gzip "
+                                      "member", code="trailing_data")
+            decompressor, data = zlib.decompressobj(wbits=31), rest  # the next member
 
 
 def load_fits_bytes(path: str) -> bytes:
@@ -25,24 +110,37 @@ def load_fits_bytes(path: str) -> bytes:
 
     astropy silently stops at the end of a truncated gzip stream and returns the HDUs it
     got, so gzip is decompressed here, where a short stream raises. Plain FITS must be a
-    whole number of 2880-byte records.
+    whole number of 2880-byte records. Neither may pass :func:`max_decompressed_bytes`: a
+    gzip stream is inflated piece by piece and abandoned at the cap, so a decompression bomb
+    costs a worker the cap, not its memory.
     """
     if not os.path.exists(path):
+        if os.path.islink(path):
+            raise SurveyFileError(path, f"broken symbolic link (to {os.readlink(path)}, which does not exist)",
+                                  code="missing")
         raise SurveyFileError(path, "file does not exist", code="missing")
+    limit = max_decompressed_bytes()
     with open(path, "rb") as fh:
-        raw = fh.read()
-    if not raw:
-        raise SurveyFileError(path, "file is empty (0 bytes)", code="truncated")
-    if raw[:2] == _GZIP_MAGIC:
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise SurveyFileError(path, f"truncated or corrupt gzip stream ({exc})", code="truncated") from exc
+        head = fh.read(2)
+        if not head:
+            raise SurveyFileError(path, "file is empty (0 bytes)", code="truncated")
+        fh.seek(0)
+        if head == _GZIP_MAGIC:
+            raw = _gunzip(path, fh, limit)
+        else:
+            if os.fstat(fh.fileno()).st_size > limit:
+                raise _too_large(path, limit, "file size")
+            raw = fh.read()
     if raw[: len(_FITS_MAGIC)] != _FITS_MAGIC:
         raise SurveyFileError(path, "not a FITS file (no SIMPLE card at the start)", code="unreadable")
-    if len(raw) % 2880:
-        raise SurveyFileError(path, f"truncated FITS: {len(raw)} bytes is not a whole number of "
-                              "2880-byte records", code="truncated")
+    if len(raw) % 2880:  # whole HDUs then zero padding is fine; then other bytes, or a short HDU, is not
+        n_hdus, end = _hdus_end(raw)
+        if not n_hdus or end > len(raw):
+            raise SurveyFileError(path, f"truncated FITS: {len(raw)} bytes is not a whole number of "
+                                  "2880-byte records", code="truncated")
+        if raw[end:].strip(b"\0"):
+            raise SurveyFileError(path, f"{len(raw) - end} bytes after the end of the last HDU (HDU {n_hdus - 1}) "
+                                  "that are not a FITS HDU", code="trailing_data")
     return raw
 
 
@@ -72,13 +170,26 @@ def open_fits(path: str | os.PathLike, raw: bytes | None = None) -> Iterator[fit
             warnings.simplefilter("error", VerifyWarning)
             warnings.filterwarnings("error", message=".*[Tt]runcated.*")
             warnings.filterwarnings("error", message=".*[Uu]nexpected end of file.*")
+            warnings.filterwarnings("error", message=".*non-ASCII characters.*")
             hdul = fits.open(io.BytesIO(raw), memmap=False, lazy_load_hdus=False, checksum=False)
     except SurveyFileError:
         raise
-    except Exception as exc:  # astropy raises OSError, ValueError, TypeError, ... on bad bytes
+    except Exception as exc:
+        tail = _bytes_after_the_hdus(raw)
+        if tail is not None:  # whole HDUs, then bytes that are not one: say so, not what parsing them gave
+            n_hdus, end = tail
+            raise SurveyFileError(path, f"{len(raw) - end} bytes after the end of the last HDU (HDU {n_hdus - 1}) "
+                                  "that are not a FITS HDU", code="trailing_data") from exc
+        if not isinstance(exc, Warning):
+            raise SurveyFileError(path, f"corrupt or truncated FITS ({type(exc).__name__}: {exc})",
+                                  code="truncated") from exc
+        if "non-ASCII" in str(exc):  # astropy would store them as "?" and carry on
+            raise SurveyFileError(path, "non-ASCII bytes in a header (FITS headers are ASCII text)",
+                                  code="bad_header") from exc
         raise SurveyFileError(path, f"corrupt or truncated FITS ({type(exc).__name__}: {exc})",
                               code="truncated") from exc
     try:
+        _check_trailing_bytes(path, hdul, raw)
         yield hdul
     except SurveyFileError:
         raise
@@ -87,6 +198,62 @@ def open_fits(path: str | os.PathLike, raw: bytes | None = None) -> Iterator[fit
                               code="truncated") from exc
     finally:
         hdul.close()
+
+
+_END_CARD = b"END" + b" " * 77
+
+
+def _records(n_bytes: int) -> int:
+    """Bytes of ``n_bytes`` rounded up to whole 2880-byte FITS records."""
+    return 2880 * -(-n_bytes // 2880)
+
+
+def _hdu_span(raw: bytes, start: int) -> int | None:
+    """Bytes of the HDU whose header starts at ``start`` (header + data, in records), or None if it is not one."""
+    if raw[start:start + 8] not in (b"SIMPLE  ", b"XTENSION"):
+        return None
+    cards = raw[start:start + 2880 * 1000]  # a header of up to 36,000 cards
+    end = next((i for i in range(0, len(cards), 80) if cards[i:i + 80] == _END_CARD), None)
+    if end is None:
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            header = fits.Header.fromstring(cards[:end + 80].decode("ascii"))
+        naxis = [int(header[f"NAXIS{i}"]) for i in range(1, int(header["NAXIS"]) + 1)]
+        data = abs(int(header["BITPIX"])) // 8 * int(header.get("GCOUNT", 1)) * (
+            int(header.get("PCOUNT", 0)) + (int(np.prod(naxis)) if naxis else 0))
+    except Exception:
+        return None
+    return _records(end + 80) + _records(data)
+
+
+def _hdus_end(raw: bytes) -> tuple[int, int]:
+    """(HDUs, where they end) walking ``raw`` from its start while each next block starts an HDU."""
+    n, end = 0, 0
+    while end < len(raw) and (span := _hdu_span(raw, end)) is not None:
+        n, end = n + 1, end + span
+    return n, end
+
+
+def _bytes_after_the_hdus(raw: bytes) -> tuple[int, int] | None:
+    """(HDUs, where they end) when ``raw`` is whole HDUs followed by bytes that are not one (nor zeros)."""
+    n, end = _hdus_end(raw)
+    if n and end < len(raw) and raw[end:].strip(b"\0"):
+        return n, end
+    return None
+
+
+def _check_trailing_bytes(path: str, hdul: fits.HDUList, raw: bytes) -> None:
+    """Bytes after the last HDU's data that are not zero padding: the file is more than its HDUs."""
+    info = hdul.fileinfo(len(hdul) - 1) if len(hdul) else None
+    if not info:
+        return
+    end = info["datLoc"] + info["datSpan"]
+    end += -end % 2880  # the last record's padding
+    if len(raw) > end and raw[end:].strip(b"\0"):
+        raise SurveyFileError(path, f"{len(raw) - end} bytes after the end of the last HDU (HDU {len(hdul) - 1}) "
+                              "that are not a FITS HDU", code="trailing_data")
 
 
 def header_value(header: fits.Header, key: str, path: str, kind: type | None = None,

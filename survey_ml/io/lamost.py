@@ -131,9 +131,12 @@ def _read_fast(raw: bytes, path: str) -> Spectrum:
     """Both layouts straight from the bytes; raises _cards.Unsupported for anything unusual."""
     header, data_start = _cards.parse_header(raw, 0)
     if header.get("NAXIS") == 2:
-        return _old_layout(_cards.image_f32(raw, header, data_start), header, path)
+        image = _cards.image_f32(raw, header, data_start)
+        _cards.check_whole_hdus(raw, _cards.hdu_after(header, data_start))
+        return _old_layout(image, header, path)
     if header.get("NAXIS") == 0:
-        _, cols = _cards.one_row_f32_table(raw, _cards.hdu_after(header, data_start), "COADD")
+        _, cols, end = _cards.one_row_f32_table(raw, _cards.hdu_after(header, data_start), "COADD")
+        _cards.check_whole_hdus(raw, end)
         return _new_layout(cols, header, path)
     raise _cards.Unsupported("neither layout")
 

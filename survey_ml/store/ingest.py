@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from ..cluster.client import current_client, run_blocks
+from ..io._fits import decompression_limit
 from .kinds import KINDS
 from .layout import IngestReport, block_bounds, empty_rows, typed_frame, write_info
+from .lock import FolderLock
 from .release import open_release
 
 __all__ = ["ingest", "ingest_ifu"]
@@ -25,7 +29,8 @@ __all__ = ["ingest", "ingest_ifu"]
 
 def ingest(source, store: str | os.PathLike, release: str = "release", *, kind: str | None = None,
            reader: str = "lamost", survey: str | None = None, catalogue=None, client=None,
-           chunk_rows: int | None = None, progress: bool = False, **kind_options: Any) -> IngestReport:
+           chunk_rows: int | None = None, progress: bool = False, max_decompressed_mb: float | None = None,
+           **kind_options: Any) -> IngestReport:
     """Ingest survey files into a release store (created if needed; appended to if it exists).
 
     Parameters
@@ -56,6 +61,12 @@ def ingest(source, store: str | os.PathLike, release: str = "release", *, kind: 
         (3 for full 74 x 74 cubes).
     progress : bool
         Show a progress bar over blocks.
+    max_decompressed_mb : float, optional
+        The most a file may hold once decompressed (a plain file: on disk), in MB; a file over
+        it is read no further and flagged ``too_large`` (a decompression bomb costs a worker
+        this much memory, not all of it). Default: the kind's ``MAX_DECOMPRESSED_MB``
+        (spectra 64; maps 8192, for LOGCUBEs); the release spec's ``[ingest]
+        max_decompressed_mb`` sets it for ``run-catalog``.
     **kind_options
         Spectra: ``grid`` (default the reader's), ``data_root`` (where a catalogue's files
         live). Maps: ``map_size``, ``cube_window``, ``wave_chunk`` (see
@@ -76,6 +87,15 @@ def ingest(source, store: str | os.PathLike, release: str = "release", *, kind: 
     """
     start = time.perf_counter()
     path = Path(store)
+    with FolderLock(path, "ingest"):  # one writer per store; a killed ingest's lock is taken over
+        return _ingest(source, path, release, kind, reader, survey, catalogue, client, chunk_rows, progress,
+                       max_decompressed_mb, kind_options, start)
+
+
+def _ingest(source, path: Path, release: str, kind: str | None, reader: str, survey: str | None, catalogue, client,
+            chunk_rows: int | None, progress: bool, max_decompressed_mb: float | None,
+            kind_options: dict[str, Any], start: float) -> IngestReport:
+    """:func:`ingest` once the store is locked."""
     existing = open_release(path) if (path / "release.json").exists() else None
     kind = kind or ("maps" if survey is not None else existing.kind if existing is not None else "spectra")
     if kind not in KINDS:
@@ -112,7 +132,8 @@ def ingest(source, store: str | os.PathLike, release: str = "release", *, kind: 
     blocks = [(new_files[a - n0: b - n0], a, zarr_path, plan.info, *plan.block_args(new_files[a - n0: b - n0]))
               for a, b in block_bounds(n0, n_new, chunk_rows)]
     client = current_client(client)
-    parts = run_blocks(plan.block, blocks, client, desc="ingest", progress=progress)
+    cap = max_decompressed_mb or module.MAX_DECOMPRESSED_MB
+    parts = run_blocks(partial(_capped_block, plan.block, cap), blocks, client, desc="ingest", progress=progress)
     new_rows = pd.concat(parts).sort_values("row").reset_index(drop=True)
     if plan.new_rows is not None:
         new_rows = plan.new_rows(new_rows)
@@ -134,3 +155,9 @@ def ingest_ifu(source, store: str | os.PathLike, release: str, survey: str, *, c
     """
     return ingest(source, store, release, kind="maps", survey=survey, catalogue=catalogue, client=client,
                   chunk_rows=chunk_rows, progress=progress, **options)
+
+
+def _capped_block(block: Callable[..., pd.DataFrame], max_decompressed_mb: float, *args: Any) -> pd.DataFrame:
+    """``block(*args)`` (a kind's ingest of one block, on a worker) with the decompression cap in force."""
+    with decompression_limit(max_decompressed_mb):
+        return block(*args)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -282,6 +283,22 @@ class IngestReport:
                 f"statuses of new rows: {counts}")
 
 
+def _walk(folder: Path, suffixes: tuple[str, ...]) -> list[Path]:
+    """Files under ``folder`` whose names end in ``suffixes``, following symbolic links once."""
+    files, seen = [], set()
+    for root, dirs, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:
+            warnings.warn(f"{root}: skipped, a symbolic link to {real}, which is read already (a link loop or a "
+                          "second link to the same folder)", stacklevel=3)
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs.sort()
+        files += [Path(root) / n for n in names if n.lower().endswith(suffixes)]
+    return files
+
+
 def list_files(source: str | os.PathLike | Iterable[str | os.PathLike], suffixes: Sequence[str] = FITS_SUFFIXES,
                expand: Callable[[Path], list[Path] | None] | None = None) -> list[str]:
     """Resolve an ingest source to a sorted list of unique absolute file paths.
@@ -300,12 +317,14 @@ def list_files(source: str | os.PathLike | Iterable[str | os.PathLike], suffixes
     Returns
     -------
     list of str
-        Paths that do not exist are kept, so that ingest flags them as ``missing``.
+        Paths that do not exist are kept, so that ingest flags them as ``missing``. In a
+        folder, symbolic links are followed (a broken one is kept, to be flagged); a folder
+        reached twice - a link loop, or a second link to it - is read once, with a warning.
     """
     if isinstance(source, (str, os.PathLike)):
         src = Path(source)
         if src.is_dir():
-            files = [p for p in src.rglob("*") if p.name.lower().endswith(tuple(suffixes)) and p.is_file()]
+            files = _walk(src, tuple(suffixes))
         elif src.name.lower().endswith((".txt", ".lst")):
             files = [Path(line.strip()) for line in src.read_text().splitlines() if line.strip()]
         else:

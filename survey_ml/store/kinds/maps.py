@@ -136,6 +136,8 @@ class MapsRelease(CubeAccessors, Release):
 #: This kind's Release type and the ingest options it takes besides ``survey`` and ``catalogue``.
 RELEASE = MapsRelease
 OPTIONS = ("map_size", "cube_window", "wave_chunk")
+#: The default cap on one file's decompressed size, MB: room for a full MaNGA LOGCUBE (~1-2 GB).
+MAX_DECOMPRESSED_MB = 8192
 
 
 def open_ifu_release(store: str | os.PathLike) -> MapsRelease:

@@ -91,6 +91,9 @@ class SpectraRelease(Release):
 #: This kind's Release type and the ingest options it takes besides ``reader``.
 RELEASE = SpectraRelease
 OPTIONS = ("grid", "data_root")
+#: The default cap on one spectrum file's decompressed size, MB (a LAMOST spectrum is ~0.1 MB,
+#: an SDSS one ~1 MB): a decompression bomb is flagged ``too_large`` after 64 MB of output.
+MAX_DECOMPRESSED_MB = 64
 
 
 # --------------------------------------------------------------------------- inputs
@@ -178,9 +181,13 @@ def _place_on_grid(spec: Spectrum, grid: LogLinearGrid) -> int:
     # The file's own WAVELENGTH must agree with its COEFF0/COEFF1 to 1% of a pixel.
     expected = grid.wavelength()[pix0: pix0 + spec.n_pix]
     dpix = np.abs(spec.wavelength / expected - 1.0) / (grid.coeff1 * np.log(10.0))
-    if not np.all(np.isfinite(dpix)) or dpix.max() > 0.01:
+    bad = ~np.isfinite(dpix)
+    if bad.any():
+        raise SurveyFileError(spec.path, f"WAVELENGTH column has {int(bad.sum())} non-finite values "
+                              f"(of {spec.n_pix})", code="off_grid")
+    if dpix.max() > 0.01:
         raise SurveyFileError(spec.path, "WAVELENGTH column disagrees with COEFF0/COEFF1 by "
-                              f"{np.nanmax(dpix):.3g} pixels", code="off_grid")
+                              f"{dpix.max():.3g} pixels", code="off_grid")
     return pix0
 
 
