@@ -95,6 +95,11 @@ BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (
         "medium": ("--n", "4096", "--chunk-rows", "1024", "--repeats", "5"),
         "full": ("--n", "8192", "--chunk-rows", "1024", "--repeats", "5")}, default=False,
         about="ingest and run-catalog inference, the code before the Task redesign (git worktree) against now"),
+    Benchmark("fuzz", "fuzz.py", {
+        "small": ("--n", "200", "--copies", "3", "--big-bombs", "1", "--big-bomb-gb", "1"),
+        "medium": ("--n", "1000", "--copies", "10", "--big-bombs", "2"),
+        "full": ("--n", "2000", "--copies", "25")}, default=False,
+        about="~40 kinds of damaged files beside good ones: flagged right, good rows lost, peak worker memory"),
     Benchmark("projection", "projection.py", {s: ("--results", "{out}") for s in SCALES},
               about="wall time of LAMOST DR10 LRS and MaNGA DR17 on M cores / N GPUs, from the measured rates"),
 )}

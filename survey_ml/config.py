@@ -50,22 +50,39 @@ def load_release_spec(name_or_path: str | os.PathLike) -> dict[str, Any]:
     return spec
 
 
-#: The tables of a release spec and the keys each takes (None: free-form, read by its own module:
-#: ``[simulate]`` by survey_ml.simulate, ``[cluster.<kind>]`` by survey_ml.cluster.hpc, ``[tasks.<name>]``
-#: by each task's ``Options``).
-SPEC_KEYS: dict[str, frozenset[str] | None] = {
-    "release": frozenset({"name", "kind", "survey", "description", "reader", "catalogue", "spectra", "spec_path"}),
-    "ingest": frozenset({"chunk_rows", "cube_window", "wave_chunk", "max_decompressed_mb"}),
-    "cuts": frozenset({"z_min", "z_max", "snr_r_min"}),
-    "prepare": frozenset({"min_snr", "min_good", "min_vmax"}),
-    "mzr": frozenset({"x_range", "match_radius_arcsec"}),
-    "outputs": frozenset({"catalog", "fits"}),
+#: What a key's value must be: a TOML string, integer, number (integer or float) or a pair of numbers.
+TEXT, INTEGER, NUMBER, RANGE = "a string", "an integer", "a number", "a pair of numbers [low, high]"
+
+#: The tables of a release spec, the keys each takes and what each value must be (None: free-form,
+#: read by its own module: ``[simulate]`` by survey_ml.simulate, ``[cluster.<kind>]`` by
+#: survey_ml.cluster.hpc, ``[tasks.<name>]`` by each task's ``Options``, a frozen dataclass).
+SPEC_KEYS: dict[str, dict[str, str] | None] = {
+    "release": {"name": TEXT, "kind": TEXT, "survey": TEXT, "description": TEXT, "reader": TEXT, "catalogue": TEXT,
+                "spectra": TEXT, "spec_path": TEXT},
+    "ingest": {"chunk_rows": INTEGER, "cube_window": RANGE, "wave_chunk": INTEGER, "max_decompressed_mb": NUMBER},
+    "cuts": {"z_min": NUMBER, "z_max": NUMBER, "snr_r_min": NUMBER},
+    "prepare": {"min_snr": NUMBER, "min_good": INTEGER, "min_vmax": NUMBER},
+    "mzr": {"x_range": RANGE, "match_radius_arcsec": NUMBER},
+    "outputs": {"catalog": TEXT, "fits": TEXT},
     "tasks": None, "simulate": None, "cluster": None,
 }
 
 
+def _is(value: Any, kind: str) -> bool:
+    """Whether ``value`` (as TOML gives it) is ``kind`` (booleans are not numbers)."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind == TEXT:
+        return isinstance(value, str)
+    if kind == INTEGER:
+        return number and float(value).is_integer()
+    if kind == NUMBER:
+        return number
+    return isinstance(value, (list, tuple)) and len(value) == 2 and all(_is(v, NUMBER) for v in value) \
+        and value[0] < value[1]
+
+
 def validate_spec(spec: dict[str, Any]) -> dict[str, Any]:
-    """Check a release spec's tables and keys: a typo is an error naming the key and the file.
+    """Check a release spec's tables, keys and values: a typo or a wrong type is an error naming the key and the file.
 
     The ``[tasks.<name>]`` tables are checked by the tasks themselves
     (:func:`survey_ml.tasks.registry.tasks_from_spec`).
@@ -76,6 +93,10 @@ def validate_spec(spec: dict[str, Any]) -> dict[str, Any]:
     Traceback (most recent call last):
     ...
     survey_ml.config.SpecError: my.toml: unknown key 'z_mx' in [cuts] (known: snr_r_min, z_max, z_min)
+    >>> validate_spec({"release": {"name": "x", "spec_path": "my.toml"}, "cuts": {"z_max": "0.3"}})
+    Traceback (most recent call last):
+    ...
+    survey_ml.config.SpecError: my.toml: [cuts] z_max must be a number, not '0.3'
     """
     where = spec.get("release", {}).get("spec_path", "<spec>")
     for table, value in spec.items():
@@ -86,9 +107,11 @@ def validate_spec(spec: dict[str, Any]) -> dict[str, Any]:
             continue
         if not isinstance(value, dict):
             raise SpecError(f"{where}: [{table}] must be a table, not {value!r}")
-        for key in value:
+        for key, item in value.items():
             if key not in known:
                 raise SpecError(f"{where}: unknown key {key!r} in [{table}] (known: {', '.join(sorted(known))})")
+            if not _is(item, known[key]):
+                raise SpecError(f"{where}: [{table}] {key} must be {known[key]}, not {item!r}")
     if "name" not in spec.get("release", {}):
         raise SpecError(f"{where}: [release] needs name = \"...\"")
     for name, table in spec.get("tasks", {}).items():

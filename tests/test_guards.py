@@ -13,6 +13,7 @@ import time
 import tracemalloc
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from survey_ml.io._fits import decompression_limit, load_fits_bytes, open_fits
@@ -228,3 +229,104 @@ def test_a_wrong_command_line_is_one_line_and_nothing_starts(tmp_path, argv, say
     assert len(lines) == 1 and says.format(tmp=empty) in lines[0], result.stderr
     assert time.perf_counter() - t0 < 15  # no cluster was started
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "empty"] and not any(empty.iterdir())
+
+
+# --------------------------------------------------------------------------- header values
+def _edited_copy(source: Path, target: Path, **cards) -> Path:
+    """A copy of a real LAMOST file with primary-header cards set (None: removed)."""
+    from astropy.io import fits
+
+    with fits.open(source) as hdul:
+        for key, value in cards.items():
+            if value is None:
+                del hdul[0].header[key]
+            else:
+                hdul[0].header[key] = value
+        hdul.writeto(target, overwrite=True, output_verify="ignore")  # keep the survey's own quirks
+    return target
+
+
+@pytest.mark.parametrize("cards, says", [
+    ({"RA": 999.0}, "header RA = 999.0 is outside [0.0, 360.0] deg"),
+    ({"DEC": -95.0}, "header DEC = -95.0 is outside [-90.0, 90.0] deg"),
+    ({"OBSID": -5}, "header OBSID = -5 is outside >= 1"),
+    ({"Z": 42.0}, "header Z = 42.0 is outside [-0.1, 10.0]"),
+    ({"SNRR": -3.0}, "header SNRR = -3.0 is outside >= 0.0"),
+])
+def test_out_of_range_header_values_are_a_bad_header_naming_keyword_and_value(tmp_path, real_fixtures, cards, says):
+    from survey_ml.io.lamost import read_lamost_spectrum
+
+    for source in sorted((real_fixtures / "lamost").glob("*.fits.gz")):  # both layouts
+        path = _edited_copy(source, tmp_path / source.name, **cards)
+        with pytest.raises(SurveyFileError) as err:
+            read_lamost_spectrum(path)
+        assert err.value.code == "bad_header" and says in str(err.value) and str(err.value).startswith(str(path))
+
+
+def test_a_missing_redshift_or_snr_is_said_not_what_the_cut_saw(tmp_path, real_fixtures):
+    from survey_ml.dask.blocks import catalog_block
+    from survey_ml.io.lamost import read_lamost_spectrum
+    from survey_ml.store import open_release
+
+    sources = sorted((real_fixtures / "lamost").glob("*.fits.gz"))
+    no_z = _edited_copy(sources[0], tmp_path / "no_z.fits.gz", Z=None)
+    unmeasured_snr = _edited_copy(sources[1], tmp_path / "snr_9999.fits.gz", SNRR=-9999.0)
+    assert np.isnan(read_lamost_spectrum(unmeasured_snr).meta["snrr"])  # LAMOST's "not measured"
+    listing = tmp_path / "files.txt"
+    listing.write_text(f"{no_z}\n{unmeasured_snr}\n")
+    ingest(listing, tmp_path / "store", "dr10", client=False)
+    release = open_release(tmp_path / "store")
+    rows = release.rows
+    frame = catalog_block(release.read_block(0, len(rows), rows=rows), rows, release.info, release.kind, [],
+                          cuts={"z_min": 0.002, "z_max": 0.3, "snr_r_min": 3.0}).set_index(rows["file"])
+    assert frame.loc[str(no_z), "status"] == "cut_z"
+    assert frame.loc[str(no_z), "message"] == "no catalogue redshift (the file's Z is missing or not measured)"
+    z = read_lamost_spectrum(unmeasured_snr).meta["z"]
+    expected = "cut_snr" if 0.002 <= z <= 0.3 else "cut_z"
+    assert frame.loc[str(unmeasured_snr), "status"] == expected
+    if expected == "cut_snr":
+        assert "no catalogue S/N_r" in frame.loc[str(unmeasured_snr), "message"]
+
+
+# --------------------------------------------------------------------------- a file that takes its worker down
+def test_a_file_that_kills_its_worker_costs_only_itself(tmp_path, lamost_raw, real_fixtures):
+    """A decompression bomb under a cap set too high for the workers' memory: the nanny kills the worker
+    reading it; ingest reads the block again in halves and flags exactly that file."""
+    import dask
+    from distributed import Client, LocalCluster
+
+    from survey_ml.store import open_release
+
+    _, raw = lamost_raw
+    bomb = tmp_path / "spec-bomb.fits.gz"
+    bomb.write_bytes(gzip.compress(raw + b"\0" * (1536 << 20), compresslevel=6))
+    good = sorted(str(p) for p in (real_fixtures / "lamost").glob("*.fits.gz"))
+    listing = tmp_path / "files.txt"
+    listing.write_text("\n".join([good[0], str(bomb), good[1]]) + "\n")
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), \
+            LocalCluster(n_workers=1, threads_per_worker=1, memory_limit="600MiB", dashboard_address=":0",
+                         processes=True) as cluster, Client(cluster) as client:
+        report = ingest(listing, tmp_path / "store", "dr10", client=client, chunk_rows=4, max_decompressed_mb=4096)
+    rows = open_release(tmp_path / "store").rows.set_index("file")
+    assert rows.loc[str(bomb), "status"] == "worker_died"
+    assert rows.loc[str(bomb), "message"].startswith(f"{bomb}: reading this file took its Dask worker down")
+    assert (rows.loc[good, "status"] == "ok").all() and report.n_rows == 3
+
+
+def test_a_non_finite_wavelength_is_named_without_a_numpy_warning(tmp_path, real_fixtures):
+    import warnings
+
+    from survey_ml.simulate.fuzz import DAMAGE
+
+    damage = next(d for d in DAMAGE if d.name == "wavelength_nan")
+    source = sorted((real_fixtures / "lamost").glob("*.fits.gz"))[0]
+    damage.make(source, tmp_path / "nan_wave.fits.gz", np.random.default_rng(0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # was: "All-NaN slice encountered"
+        ingest(tmp_path / "nan_wave.fits.gz", tmp_path / "store", "dr10", client=False)
+    from survey_ml.store import open_release
+
+    row = open_release(tmp_path / "store").rows.iloc[0]
+    n_pix = int(row["n_pix"])
+    assert row["status"] == "off_grid"
+    assert f"WAVELENGTH column has {n_pix} non-finite values (of {n_pix})" in row["message"]

@@ -214,7 +214,8 @@ def current_client(client: Client | None | bool = None) -> Client | None:
 
 def run_blocks(function: Callable[..., Any], blocks: Sequence[tuple], client: Client | None = None,
                desc: str = "", progress: bool = False,
-               on_result: Callable[[int, Any], None] | None = None) -> list[Any]:
+               on_result: Callable[[int, Any], None] | None = None,
+               recover: Callable[[int, Exception], Any] | None = None) -> list[Any]:
     """``function(*block)`` for every block, on the cluster or in this process; results in block order.
 
     With a client, each block is one task (``pure=False``: blocks write files), gathered as
@@ -222,12 +223,19 @@ def run_blocks(function: Callable[..., Any], blocks: Sequence[tuple], client: Cl
     ``on_result(k, result)`` is called here, on the client, as block ``k`` finishes (e.g.
     :meth:`survey_ml.report.progress.RunJournal.block_callback` keeps the run's progress on disk);
     for a block that raised it gets the exception, just before it is re-raised.
+    ``recover(k, error)``, if given, is asked first about a block that raised: what it returns
+    is the block's result (it may run parts of the block again); if it raises, that stands.
     """
     from tqdm.auto import tqdm
 
     def finished(k: int, get: Callable[[], Any]) -> None:
         try:
-            results[k] = get()
+            try:
+                results[k] = get()
+            except Exception as err:
+                if recover is None:
+                    raise
+                results[k] = recover(k, err)
         except Exception as err:
             if on_result is not None:
                 on_result(k, err)

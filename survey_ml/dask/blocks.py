@@ -52,6 +52,9 @@ TAIL_COLUMNS = (Column("status", "string", "", "ok / masked_values (predicted), 
                 Column("message", "string", "", "what went wrong, naming the file, when status says so"))
 #: Status and message of a usable row outside the release ``[cuts]``, in the order they are tested.
 _CUT_MESSAGES = {"cut_z": "catalogue z outside [{z_min}, {z_max}]", "cut_snr": "S/N_r below {snr_r_min}"}
+#: ... and when the value the cut reads is missing, say that rather than what the cut saw.
+_MISSING_MESSAGES = {"cut_z": "no catalogue redshift (the file's Z is missing or not measured)",
+                     "cut_snr": "no catalogue S/N_r (the file's SNRR is missing or not measured)"}
 
 
 def catalog_columns(kind: str, tasks: Sequence[Task]) -> list[Column]:
@@ -104,8 +107,11 @@ def _apply_cuts(block: Block, cuts: dict[str, float]) -> None:
     inside = {"cut_z": select_rows(z, np.zeros(n), {k: v for k, v in cuts.items() if k.startswith("z_")}),
               "cut_snr": select_rows(np.zeros(n), snr, {k: v for k, v in cuts.items() if k.startswith("snr")})}
     values = {"z_min": None, "z_max": None, "snr_r_min": None, **cuts}
+    missing = {"cut_z": np.isnan(z), "cut_snr": np.isnan(snr)}
     for reason, text in _CUT_MESSAGES.items():
-        block.reject(np.flatnonzero(~inside[reason]), reason, text.format(**values))
+        outside = ~inside[reason]
+        block.reject(np.flatnonzero(outside & missing[reason]), reason, _MISSING_MESSAGES[reason])
+        block.reject(np.flatnonzero(outside & ~missing[reason]), reason, text.format(**values))
 
 
 def catalog_block(arrays: dict[str, np.ndarray], rows: pd.DataFrame, info: dict[str, Any], kind: str,

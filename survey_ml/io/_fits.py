@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextvars
 import io
 import os
+import re
 import warnings
 import zlib
 from collections.abc import Iterator
@@ -19,6 +20,8 @@ __all__ = ["open_fits", "load_fits_bytes", "header_value", "max_decompressed_byt
            "DEFAULT_MAX_DECOMPRESSED_MB"]
 
 _GZIP_MAGIC = b"\x1f\x8b"
+#: What astropy's warnings about a file that ends too early say.
+_TRUNCATION = "[Tt]runcated|[Uu]nexpected end of file"
 _FITS_MAGIC = b"SIMPLE  ="
 _CHUNK = 1 << 20
 
@@ -131,6 +134,8 @@ def load_fits_bytes(path: str) -> bytes:
             if os.fstat(fh.fileno()).st_size > limit:
                 raise _too_large(path, limit, "file size")
             raw = fh.read()
+    if not raw:
+        raise SurveyFileError(path, "file is empty once decompressed (a gzip stream of nothing)", code="truncated")
     if raw[: len(_FITS_MAGIC)] != _FITS_MAGIC:
         raise SurveyFileError(path, "not a FITS file (no SIMPLE card at the start)", code="unreadable")
     if len(raw) % 2880:  # whole HDUs then zero padding is fine; then other bytes, or a short HDU, is not
@@ -168,8 +173,7 @@ def open_fits(path: str | os.PathLike, raw: bytes | None = None) -> Iterator[fit
         with warnings.catch_warnings():
             # astropy warns (not raises) on a truncated file; make it an error here.
             warnings.simplefilter("error", VerifyWarning)
-            warnings.filterwarnings("error", message=".*[Tt]runcated.*")
-            warnings.filterwarnings("error", message=".*[Uu]nexpected end of file.*")
+            warnings.filterwarnings("error", message=f".*({_TRUNCATION}).*")
             warnings.filterwarnings("error", message=".*non-ASCII characters.*")
             hdul = fits.open(io.BytesIO(raw), memmap=False, lazy_load_hdus=False, checksum=False)
     except SurveyFileError:
@@ -186,8 +190,11 @@ def open_fits(path: str | os.PathLike, raw: bytes | None = None) -> Iterator[fit
         if "non-ASCII" in str(exc):  # astropy would store them as "?" and carry on
             raise SurveyFileError(path, "non-ASCII bytes in a header (FITS headers are ASCII text)",
                                   code="bad_header") from exc
-        raise SurveyFileError(path, f"corrupt or truncated FITS ({type(exc).__name__}: {exc})",
-                              code="truncated") from exc
+        if re.search(_TRUNCATION, str(exc)):
+            raise SurveyFileError(path, f"corrupt or truncated FITS ({type(exc).__name__}: {exc})",
+                                  code="truncated") from exc
+        raise SurveyFileError(path, f"a header that does not follow the FITS standard ({exc})",
+                              code="bad_header") from exc
     try:
         _check_trailing_bytes(path, hdul, raw)
         yield hdul

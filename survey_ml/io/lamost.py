@@ -56,6 +56,17 @@ RENAMED_FIELDS: dict[str, tuple[str, str, type]] = {
 MAG_KEYS = {"old": ("MAG1", "MAG2", "MAG3", "MAG4", "MAG5", "MAG6", "MAG7"),
             "new": ("MAG_PS_G", "MAG_PS_R", "MAG_PS_I", "MAG_PS_Z", "MAG_PS_Y")}
 ARRAY_COLUMNS = ("FLUX", "IVAR", "WAVELENGTH", "ANDMASK", "ORMASK")
+#: Physical ranges of header values (inclusive bounds; None: open). A value outside is a
+#: ``bad_header`` naming the keyword and the value; LAMOST's "not measured" -9999 of the
+#: optional ones reads as missing (NaN).
+HEADER_RANGES: dict[str, tuple[float | None, float | None, str]] = {
+    "OBSID": (1, None, ""), "RA": (0.0, 360.0, "deg"), "DEC": (-90.0, 90.0, "deg"),
+    "Z": (-0.1, 10.0, ""), "Z_ERR": (0.0, None, ""),
+    "SNRU": (0.0, None, ""), "SNRG": (0.0, None, ""), "SNRR": (0.0, None, ""), "SNRI": (0.0, None, ""),
+    "SNRZ": (0.0, None, ""), "EXPTIME": (0.0, None, "s"), "LMJD": (50000, 90000, "d"), "MJD": (50000, 90000, "d"),
+}
+#: LAMOST's placeholder for a value the pipeline did not measure.
+NOT_MEASURED = -9999.0
 NORMALIZATION_FILL = np.float32(-9999.0)
 
 
@@ -85,6 +96,35 @@ def _read_meta(header: fits.Header, path: str, layout: str) -> dict[str, Any]:
         meta["magtype"] = str(header["MAGTYPE"]).strip()
     if layout == "new":
         meta["norm"] = header_value(header, "NORM", path, int, required=False, default=0)
+    return _checked(meta, path)
+
+
+def _checked(meta: dict[str, Any], path: str) -> dict[str, Any]:
+    """``meta`` with LAMOST's -9999 placeholders read as missing; a value out of its range is a bad_header.
+
+    Examples
+    --------
+    >>> _checked({"ra": 10.0, "dec": -95.0, "obsid": 5}, "spec.fits")
+    Traceback (most recent call last):
+    ...
+    survey_ml.io.errors.SurveyFileError: spec.fits: header DEC = -95.0 is outside [-90.0, 90.0] deg
+    >>> _checked({"z": -9999.0, "snrr": 12.5}, "spec.fits")
+    {'z': nan, 'snrr': 12.5}
+    """
+    for key, (low, high, unit) in HEADER_RANGES.items():
+        name = key.lower()
+        value = meta.get(name)
+        if value is None or isinstance(value, str):
+            continue
+        if key not in REQUIRED_FIELDS and (value == NOT_MEASURED or (isinstance(value, int) and value == -1)):
+            meta[name] = np.nan if isinstance(value, float) else value
+            continue
+        if isinstance(value, float) and np.isnan(value) and key not in REQUIRED_FIELDS:
+            continue
+        if not np.isfinite(value) or (low is not None and value < low) or (high is not None and value > high):
+            bounds = f"[{low}, {high}]" if high is not None else f">= {low}"
+            raise SurveyFileError(path, f"header {key} = {value!r} is outside {bounds}{' ' + unit if unit else ''}",
+                                  code="bad_header")
     return meta
 
 

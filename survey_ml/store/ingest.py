@@ -19,8 +19,9 @@ import pandas as pd
 
 from ..cluster.client import current_client, run_blocks
 from ..io._fits import decompression_limit
+from ..io.errors import SurveyFileError
 from .kinds import KINDS
-from .layout import IngestReport, block_bounds, empty_rows, typed_frame, write_info
+from .layout import IngestReport, block_bounds, empty_rows, read_rows, typed_frame, write_info
 from .lock import FolderLock
 from .release import open_release
 
@@ -133,7 +134,10 @@ def _ingest(source, path: Path, release: str, kind: str | None, reader: str, sur
               for a, b in block_bounds(n0, n_new, chunk_rows)]
     client = current_client(client)
     cap = max_decompressed_mb or module.MAX_DECOMPRESSED_MB
-    parts = run_blocks(partial(_capped_block, plan.block, cap), blocks, client, desc="ingest", progress=progress)
+    read = partial(_capped_block, plan.block, cap)
+    parts = run_blocks(read, blocks, client, desc="ingest", progress=progress,
+                       recover=partial(_isolate_culprits, read, blocks, plan.block_args, module.RELEASE.ROW_COLUMNS,
+                                       client) if client else None)
     new_rows = pd.concat(parts).sort_values("row").reset_index(drop=True)
     if plan.new_rows is not None:
         new_rows = plan.new_rows(new_rows)
@@ -161,3 +165,45 @@ def _capped_block(block: Callable[..., pd.DataFrame], max_decompressed_mb: float
     """``block(*args)`` (a kind's ingest of one block, on a worker) with the decompression cap in force."""
     with decompression_limit(max_decompressed_mb):
         return block(*args)
+
+
+#: Block failures that mean a file took its worker down (its process died, or ran out of
+#: memory) rather than a fault of the store: worth reading the block again without the file.
+def _worker_lost(err: BaseException) -> bool:
+    from distributed import KilledWorker
+
+    return isinstance(err, (KilledWorker, MemoryError))
+
+
+def _isolate_culprits(read: Callable[..., pd.DataFrame], blocks: list[tuple], block_args: Callable[[list[str]], tuple],
+                      columns: dict[str, str], client, k: int, err: Exception) -> pd.DataFrame:
+    """Block ``k`` took its worker down: read it again in halves, one at a time, down to the file(s) that do.
+
+    Every other file of the block is read as usual; each culprit gets a row with status
+    ``worker_died`` and a message naming it. Any other failure of a block stands.
+    """
+    if not _worker_lost(err):
+        raise err
+    paths, first_row, zarr_path, info = blocks[k][:4]
+
+    def attempt(part: list[str], start: int, cause: BaseException) -> list[pd.DataFrame]:
+        if len(part) == 1:
+            text = f"reading this file took its Dask worker down ({type(cause).__name__}: {cause})"
+            return [read_rows(part, start, columns, partial(_fail, text))]
+        half = len(part) // 2
+        frames = []
+        for piece, at in ((part[:half], start), (part[half:], start + half)):
+            future = client.submit(read, piece, at, zarr_path, info, *block_args(piece), pure=False)
+            try:
+                frames.append(future.result())
+            except Exception as again:
+                if not _worker_lost(again):
+                    raise
+                frames += attempt(piece, at, again)
+        return frames
+
+    return pd.concat(attempt(list(paths), first_row, err)).sort_values("row")
+
+
+def _fail(text: str, i: int, path: str, record: dict[str, Any]) -> None:
+    raise SurveyFileError(path, text, code="worker_died")
