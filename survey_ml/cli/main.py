@@ -311,7 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", help="directory of spectra, LRS catalogue (.csv/.fits), file list (.txt) or one file")
     p.add_argument("--store", required=True, help="release store directory (created or appended to)")
     p.add_argument("--release", default="dr10", help="release name (default dr10)")
-    p.add_argument("--reader", default="lamost", choices=["lamost", "sdss"])
+    p.add_argument("--reader", default="auto", choices=["auto", "lamost", "sdss"],
+                   help="auto (default): each file's format told from its headers (LAMOST LRS DR7 or DR8+, SDSS spec)")
     p.add_argument("--chunk-rows", type=int, default=1024, help="rows per Zarr chunk / task (new stores)")
     p.add_argument("--data-root", default=None, help="where a catalogue's spectra live (default: its folder)")
     p.add_argument("--max-decompressed-mb", type=float, default=None,

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Unsupported", "parse_header", "image_f32", "one_row_f32_table", "hdu_after", "check_whole_hdus"]
+__all__ = ["Unsupported", "parse_header", "header_cards", "image_f32", "one_row_f32_table", "hdu_after", "check_whole_hdus"]
 
 BLOCK = 2880
 CARD = 80
@@ -77,6 +77,32 @@ def parse_header(raw: bytes, start: int) -> tuple[dict[str, Any], int]:
                 return cards, pos
             if card[8:10] == "= " and key and key not in cards:
                 cards[key] = _value(card[10:])
+
+
+_END = b"END" + b" " * 77
+
+
+def header_cards(raw: bytes, start: int, keys: tuple[str, ...]) -> tuple[dict[str, Any], int]:
+    """Only ``keys`` of the header beginning at ``start`` (found by byte search, not card by card); the data offset.
+
+    A few times faster than :func:`parse_header` on a LAMOST header (~150 cards) when a
+    handful of keywords is all that is needed, as for telling formats apart. Raises
+    :class:`Unsupported` when the header has no END card within ``raw``.
+    """
+    end = raw.find(_END, start)
+    while end >= 0 and (end - start) % CARD:
+        end = raw.find(_END, end + 1)
+    if end < 0:
+        raise Unsupported("header runs past the end of the data")
+    cards: dict[str, Any] = {}
+    for key in keys:
+        token = key.encode("ascii").ljust(8) + b"= "
+        at = raw.find(token, start, end)
+        while at >= 0 and (at - start) % CARD:
+            at = raw.find(token, at + 1, end)
+        if at >= 0:
+            cards[key] = _value(raw[at + 10: at + CARD].decode("ascii"))
+    return cards, start + _padded(end + CARD - start)
 
 
 def _padded(n_bytes: int) -> int:

@@ -29,6 +29,7 @@ from .spectrum import Spectrum
 
 __all__ = [
     "read_lamost_spectrum",
+    "read_lamost_bytes",
     "write_lamost_spectrum",
     "lamost_filename",
     "read_lamost_catalogue",
@@ -232,7 +233,12 @@ def read_lamost_spectrum(path: str | os.PathLike) -> Spectrum:
     paths return identical spectra.
     """
     path = os.fspath(path)
-    raw = load_fits_bytes(path)
+    return read_lamost_bytes(load_fits_bytes(path), path)
+
+
+def read_lamost_bytes(raw: bytes, path: str) -> Spectrum:
+    """:func:`read_lamost_spectrum` of a file's FITS bytes already read (and gunzipped) by
+    :func:`~survey_ml.io._fits.load_fits_bytes`."""
     try:
         return _read_fast(raw, path)
     except (_cards.Unsupported, UnicodeDecodeError):

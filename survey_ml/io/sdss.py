@@ -85,6 +85,16 @@ def _lamost_hint(hdul: fits.HDUList, path: str) -> str:
     return "; this is a LAMOST spectrum, read it with the LAMOST reader"
 
 
+#: SDSS imaging bands, the order of SPECOBJ's SN_MEDIAN.
+_BANDS = ("u", "g", "r", "i", "z")
+
+
+def _optional_column(hdu, name: str) -> np.ndarray | None:
+    """Column ``name`` of a binary table HDU (case-insensitive), or None when it lacks one."""
+    names = {n.lower(): n for n in getattr(getattr(hdu, "columns", None), "names", []) or []}
+    return None if name.lower() not in names else np.asarray(hdu.data[names[name.lower()]])
+
+
 def _table(hdul: fits.HDUList, index: int, path: str, what: str,
            columns: Sequence[str]) -> dict[str, np.ndarray]:
     """Columns of the binary table at ``hdul[index]``, found case-insensitively.
@@ -137,7 +147,8 @@ def read_sdss_spectrum(path: str | os.PathLike) -> Spectrum:
         ``specobjid`` (Python int), ``ra``/``dec`` (PLUG_RA/PLUG_DEC, deg), ``class``,
         ``subclass``, ``z``, ``z_err``, ``zwarning``, ``sn_median_all`` (a scalar; should a
         file carry it per band, the r-band value of the ugriz 5-vector), ``vdisp`` (km/s),
-        and ``obsid``: SPECOBJID as int64 (values >= 2**63, eBOSS plates >= 8192, wrap to
+        ``snru`` ... ``snrz`` from the SN_MEDIAN column (ugriz) when HDU2 has it (the store's
+        ``snrr`` and the release cut read it), and ``obsid``: SPECOBJID as int64 (values >= 2**63, eBOSS plates >= 8192, wrap to
         negative like a C cast, which keeps them unique).
 
     Raises
@@ -150,6 +161,7 @@ def read_sdss_spectrum(path: str | os.PathLike) -> Spectrum:
     with open_fits(path) as hdul:
         coadd = _table(hdul, 1, path, "COADD", list(_COADD))
         specobj = _table(hdul, 2, path, "SPECOBJ/SPALL", list(_SPECOBJ))
+        per_band = _optional_column(hdul[2], "SN_MEDIAN")
     if any(arr.ndim != 1 for arr in coadd.values()):
         raise SurveyFileError(path, "HDU1 COADD must have one row per pixel, not array columns",
                               code="wrong_format")
@@ -165,6 +177,8 @@ def read_sdss_spectrum(path: str | os.PathLike) -> Spectrum:
         except (TypeError, ValueError) as exc:
             raise SurveyFileError(path, f"HDU2 column {col}={value!r} is unusable ({exc})",
                                   code="bad_header") from exc
+    if per_band is not None and np.size(per_band[0]) == len(_BANDS):  # the S/N per band of the store's columns
+        meta.update({f"snr{band}": float(v) for band, v in zip(_BANDS, np.ravel(per_band[0]))})
     specobjid = meta["specobjid"]
     meta["obsid"] = np.int64(specobjid - (1 << 64) if specobjid >= (1 << 63) else specobjid)
     return Spectrum(
@@ -197,7 +211,8 @@ def write_sdss_spectrum(path: str | os.PathLike, spectrum: Spectrum,
     spectrum : Spectrum
         Needs ``meta`` keys plate, mjd, fiberid, ra, dec, z. Defaults for the rest:
         z_err 0, zwarning 0, class "GALAXY", subclass "", sn_median_all 0, vdisp 0, and
-        specobjid packed as SDSS does from plate, fiber and MJD (run2d bits 0). Missing
+        specobjid packed as SDSS does from plate, fiber and MJD (run2d bits 0); with
+        snru ... snrz, an SN_MEDIAN (ugriz) column is written too. Missing
         ``extra`` arrays (wdisp, sky, model) are written as zeros.
     overwrite : bool
         Replace an existing file.
@@ -231,10 +246,12 @@ def write_sdss_spectrum(path: str | os.PathLike, spectrum: Spectrum,
     coadd = fits.BinTableHDU.from_columns(
         [fits.Column(name=name, format=tform, array=pixels[name])
          for name, tform in _COADD.items()], name="COADD")
-    specobj = fits.BinTableHDU.from_columns(
-        [fits.Column(name=col, format=tform,
-                     array=[str(meta[key]) if tform.endswith("A") else meta[key]])
-         for col, (key, tform, _) in _SPECOBJ.items()], name="SPECOBJ")
+    columns = [fits.Column(name=col, format=tform, array=[str(meta[key]) if tform.endswith("A") else meta[key]])
+               for col, (key, tform, _) in _SPECOBJ.items()]
+    if all(f"snr{band}" in meta for band in _BANDS):  # SN_MEDIAN (ugriz), as the real specObj has it
+        columns.append(fits.Column(name="SN_MEDIAN", format="5E",
+                                   array=[[float(meta[f"snr{band}"]) for band in _BANDS]]))
+    specobj = fits.BinTableHDU.from_columns(columns, name="SPECOBJ")
     primary = fits.PrimaryHDU()
     primary.header.update({"TELESCOP": "SDSS 2.5-M", "PLATEID": plate, "MJD": mjd,
                            "FIBERID": fiberid, "PLUG_RA": float(meta["ra"]),

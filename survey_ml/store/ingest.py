@@ -29,7 +29,7 @@ __all__ = ["ingest", "ingest_ifu"]
 
 
 def ingest(source, store: str | os.PathLike, release: str = "release", *, kind: str | None = None,
-           reader: str = "lamost", survey: str | None = None, catalogue=None, client=None,
+           reader: str = "auto", survey: str | None = None, catalogue=None, client=None,
            chunk_rows: int | None = None, progress: bool = False, max_decompressed_mb: float | None = None,
            **kind_options: Any) -> IngestReport:
     """Ingest survey files into a release store (created if needed; appended to if it exists).
@@ -47,7 +47,9 @@ def ingest(source, store: str | os.PathLike, release: str = "release", *, kind: 
     kind : {"spectra", "maps"}, optional
         Default: "maps" when ``survey`` is given, else an existing store's, else "spectra".
     reader : str
-        Spectra: key of :data:`~survey_ml.store.kinds.spectra.READERS`.
+        Spectra: key of :data:`~survey_ml.store.kinds.spectra.READERS`; ``"auto"`` (default)
+        tells each file's format from its headers (:mod:`survey_ml.io.registry`), so a
+        folder mixing LAMOST layouts and SDSS spectra ingests as one store.
     survey : {"sami", "manga"}, optional
         Maps: the survey (default: an existing store's; it must match).
     catalogue : path or pandas.DataFrame, optional

@@ -25,6 +25,7 @@ import zarr
 from ..._version import __version__
 from ...io.errors import SurveyFileError
 from ...io.lamost import lamost_filename, read_lamost_catalogue, read_lamost_spectrum
+from ...io.registry import identify_spectrum, read_spectrum
 from ...io.sdss import read_sdss_spectrum
 from ...io.spectrum import Spectrum
 from ...core.quality import MASK_NODATA, USABLE_STATUSES, assess_spectrum
@@ -36,9 +37,13 @@ __all__ = ["SpectraRelease", "discover_files", "plan", "READERS", "GRIDS", "ARRA
            "SPECTRUM_SUFFIXES", "DEFAULT_CHUNK_ROWS"]
 
 #: Spectrum readers by name, as a release spec names them.
-READERS: dict[str, Callable[[str], Spectrum]] = {"lamost": read_lamost_spectrum, "sdss": read_sdss_spectrum}
-#: The release grid each reader's spectra are stored on, unless ingest is given another.
+READERS: dict[str, Callable[[str], Spectrum]] = {"lamost": read_lamost_spectrum, "sdss": read_sdss_spectrum,
+                                                 "auto": read_spectrum}
+#: The release grid each reader's spectra are stored on, unless ingest is given another ("auto":
+#: the grid of the formats a sample of the files holds; the SDSS grid holds LAMOST's pixels too).
 GRIDS: dict[str, LogLinearGrid] = {"lamost": LAMOST_LRS_GRID, "sdss": SDSS_GRID}
+#: Files whose format picks an "auto" store's grid (spread over the input).
+GRID_SAMPLE = 64
 ARRAYS = {"flux": "float32", "ivar": "float32", "mask": "uint32", "ormask": "uint32"}
 SPECTRUM_SUFFIXES = FITS_SUFFIXES
 DEFAULT_CHUNK_ROWS = 1024
@@ -149,7 +154,7 @@ def discover(source, *, data_root: str | os.PathLike | None = None, **_: Any) ->
 
 
 # --------------------------------------------------------------------------- ingest
-def plan(existing: SpectraRelease | None, release: str, files: Sequence[str], *, reader: str = "lamost",
+def plan(existing: SpectraRelease | None, release: str, files: Sequence[str], *, reader: str = "auto",
          chunk_rows: int | None = None, grid: LogLinearGrid | None = None, **_: Any) -> IngestPlan:
     """How :func:`survey_ml.store.ingest` writes spectra (``reader``: a key of :data:`READERS`).
 
@@ -160,12 +165,24 @@ def plan(existing: SpectraRelease | None, release: str, files: Sequence[str], *,
         raise ValueError(f"reader must be one of {sorted(READERS)}, not {reader!r}")
     if existing is not None:
         grid, chunk_rows = existing.grid, existing.chunk_rows
-    grid = grid or GRIDS[reader]
+    grid = grid or (GRIDS[reader] if reader != "auto" else _grid_of(files))
     chunk_rows = int(chunk_rows or DEFAULT_CHUNK_ROWS)
     info = {"kind": "spectra", "release": release, "grid": grid.to_dict(), "chunk_rows": chunk_rows,
             "reader": reader, "survey_ml_version": __version__}
     arrays = RowArrays("spectra", ARRAYS, (grid.n_pix,), (grid.n_pix,), dict.fromkeys(ARRAYS, 0))
     return IngestPlan(info=info, arrays=[arrays], block=ingest_block)
+
+
+def _grid_of(files: Sequence[str]) -> LogLinearGrid:
+    """The grid for a store of ``files`` of any format: SDSS's if a sample of them holds SDSS spectra, else LAMOST's."""
+    picks = np.unique(np.linspace(0, len(files) - 1, min(len(files), GRID_SAMPLE)).astype(int)) if files else []
+    formats = set()
+    for i in picks:
+        try:
+            formats.add(identify_spectrum(files[i]))
+        except SurveyFileError:
+            continue
+    return SDSS_GRID if "sdss" in formats else LAMOST_LRS_GRID
 
 
 def _place_on_grid(spec: Spectrum, grid: LogLinearGrid) -> int:
