@@ -20,14 +20,18 @@ from __future__ import annotations
 import json
 import os
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 
-__all__ = ["part_path", "write_part", "tidy_catalog_dir", "read_provenance", "finished_parts", "read_catalog", "export_fits"]
+__all__ = ["part_path", "write_part", "tidy_catalog_dir", "read_provenance", "finished_parts", "read_catalog", "export_fits",
+           "export_votable", "column_metadata"]
 
 PROVENANCE_KEY = b"survey_ml"
 
@@ -43,8 +47,54 @@ def part_path(catalog_dir: str | os.PathLike, chunk: int) -> Path:
     return Path(catalog_dir) / f"part-{int(chunk):06d}.parquet"
 
 
+def column_metadata(table: pa.Table, columns: Sequence[Any] | None) -> pa.Table:
+    """``table`` with each declared column's unit, description and UCD as Parquet field metadata,
+    and the same as astropy's ``table_meta_yaml``, so that ``astropy.table.Table.read`` of a part
+    gives columns with units and descriptions.
+
+    ``columns``: objects with ``name``, ``unit``, ``description``, ``ucd`` (:class:`survey_ml.tasks.Column`).
+    """
+    if not columns:
+        return table
+    from astropy.table import Table
+    from astropy.table.meta import get_yaml_from_table
+
+    declared = {c.name: c for c in columns}
+    fields = []
+    for field in table.schema:
+        c = declared.get(field.name)
+        meta = {k: v for k, v in (("unit", getattr(c, "unit", "")), ("description", getattr(c, "description", "")),
+                                  ("ucd", getattr(c, "ucd", ""))) if v} if c is not None else {}
+        fields.append(field.with_metadata({**(field.metadata or {}), **{k.encode(): v.encode() for k, v in meta.items()}}))
+    empty = Table()
+    for field in table.schema:
+        dtype = "U1" if pa.types.is_string(field.type) or pa.types.is_large_string(field.type) \
+            else field.type.to_pandas_dtype()
+        empty[field.name] = np.zeros(0, dtype=dtype)
+        c = declared.get(field.name)
+        if c is not None:
+            empty[field.name].unit = _astropy_unit(c.unit)
+            empty[field.name].description = c.description or None
+    extra = {b"table_meta_yaml": "\n".join(get_yaml_from_table(empty)).encode()}
+    for field in table.schema:  # astropy's own key: the longest string, else it warns and guesses
+        if pa.types.is_string(field.type) or pa.types.is_large_string(field.type):
+            lengths = pa.compute.utf8_length(table[field.name]).to_numpy(zero_copy_only=False)
+            extra[f"table::len::{field.name}".encode()] = str(int(np.nanmax(lengths, initial=1))).encode()
+    schema = pa.schema(fields, metadata={**(table.schema.metadata or {}), **extra})
+    return table.cast(schema)
+
+
+def _astropy_unit(unit: str):
+    """The astropy unit of a declared unit string (None when dimensionless)."""
+    if not unit:
+        return None
+    from astropy import units as u
+
+    return u.Unit(unit)
+
+
 def write_part(frame: pd.DataFrame, catalog_dir: str | os.PathLike, chunk: int,
-               provenance: dict[str, Any]) -> Path:
+               provenance: dict[str, Any], columns: Sequence[Any] | None = None) -> Path:
     """Write one chunk's rows atomically, with provenance in the schema metadata.
 
     Parameters
@@ -58,10 +108,13 @@ def write_part(frame: pd.DataFrame, catalog_dir: str | os.PathLike, chunk: int,
     provenance : dict
         JSON-serialisable facts of the run (version, weights hash, spec, store, ...);
         ``chunk`` and ``n_rows`` are added.
+    columns : sequence of Column, optional
+        The catalog's column declarations: units, descriptions and UCDs go into the part
+        (:func:`column_metadata`).
     """
     target = part_path(catalog_dir, chunk)
     target.parent.mkdir(parents=True, exist_ok=True)
-    table = pa.Table.from_pandas(frame, preserve_index=False)
+    table = column_metadata(pa.Table.from_pandas(frame, preserve_index=False), columns)
     record = {**provenance, "chunk": int(chunk), "n_rows": len(frame)}
     table = table.replace_schema_metadata({**(table.schema.metadata or {}),
                                            PROVENANCE_KEY: json.dumps(record, default=str).encode()})
@@ -178,13 +231,74 @@ def export_fits(catalog_dir: str | os.PathLike, path: str | os.PathLike, overwri
         from astropy.io import fits
 
         described = {c.name: c.description for c in columns}
+        ucds = {c.name: getattr(c, "ucd", "") for c in columns}
         with fits.open(path, mode="update") as hdul:
             header = hdul[1].header
             for i, name in enumerate(table.colnames, start=1):
                 comment = table[name].description or described.get(name)
                 if comment:
                     header[f"TCOMM{i}"] = comment[:68]
+                if ucds.get(name):
+                    header[f"TUCD{i}"] = ucds[name]
     return Path(path)
+
+
+def export_votable(catalog_dir: str | os.PathLike, path: str | os.PathLike, frame: pd.DataFrame | None = None,
+                   columns: list | None = None) -> Path:
+    """Write the catalog as a VOTable: each field with its unit, UCD and description (what TOPCAT shows).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from survey_ml.tasks import Column
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> frame = pd.DataFrame({"ra": [10.5], "oh12": [8.61]})
+    >>> cols = [Column("ra", "float64", "deg", "right ascension", ucd="pos.eq.ra;meta.main"),
+    ...         Column("oh12", "float64", "dex", "12 + log(O/H)", ucd="phys.abund.Z")]
+    >>> out = export_votable(folder, folder / "cat.vot", frame=frame, columns=cols)
+    >>> from astropy.io.votable import parse_single_table
+    >>> [(f.name, str(f.unit), f.ucd, f.description) for f in parse_single_table(out).fields]
+    [('ra', 'deg', 'pos.eq.ra;meta.main', 'right ascension'), ('oh12', 'None', 'phys.abund.Z', '[dex] 12 + log(O/H)')]
+    """
+    from astropy.io.votable import from_table
+    from astropy.table import Table
+
+    frame = read_catalog(catalog_dir) if frame is None else frame.copy()
+    for col in frame.columns:  # VOTable char fields: empty string for missing
+        if pd.api.types.is_string_dtype(frame[col]) or frame[col].dtype == object:
+            frame[col] = frame[col].fillna("").astype(str)
+    table = Table.from_pandas(frame)
+    declared = {c.name: c for c in columns or []}
+    for name, c in declared.items():
+        if name in table.colnames:
+            unit = _vo_unit(c.unit)
+            table[name].unit = unit
+            # dex and other function units are not VOUnits: kept in the description, as in the FITS TCOMM
+            table[name].description = (f"[{c.unit}] " if c.unit and unit is None else "") + c.description or None
+    votable = from_table(table)
+    for field in votable.get_first_table().fields:
+        c = declared.get(field.name)
+        if c is not None and getattr(c, "ucd", ""):
+            field.ucd = c.ucd
+    votable.to_xml(str(path))
+    return Path(path)
+
+
+def _vo_unit(unit: str):
+    """The astropy unit of ``unit`` if the VOUnit standard can write it, else None (dex, erg, ...)."""
+    if not unit:
+        return None
+    import warnings
+
+    from astropy import units as u
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            u.Unit(unit).to_string("vounit")
+            return u.Unit(unit)
+    except (ValueError, Warning):
+        return None
 
 
 def _fits_unit(unit: str) -> str | None:

@@ -30,26 +30,30 @@ __all__ = ["catalog_block", "catalog_columns", "write_catalog_part", "HEAD_COLUM
 #: Columns every catalog of an input kind starts with: (column, row-table source).
 HEAD_COLUMNS: dict[str, tuple[tuple[Column, str], ...]] = {
     "spectra": (
-        (Column("row", "int64", "", "row of the release store"), "row"),
-        (Column("obsid", "int64", "", "survey spectrum identifier (-1 if unknown)", fill=-1), "obsid"),
-        (Column("ra", "float64", "deg", "right ascension (ICRS)"), "ra"),
-        (Column("dec", "float64", "deg", "declination (ICRS)"), "dec"),
-        (Column("z", "float64", "", "catalogue redshift"), "z"),
-        (Column("snr_r", "float32", "", "catalogue S/N per pixel in the r band"), "snrr"),
+        (Column("row", "int64", "", "row of the release store", ucd="meta.record"), "row"),
+        (Column("obsid", "int64", "", "survey spectrum identifier (-1 if unknown)", fill=-1, ucd="meta.id;meta.main"),
+         "obsid"),
+        (Column("ra", "float64", "deg", "right ascension (ICRS)", ucd="pos.eq.ra;meta.main"), "ra"),
+        (Column("dec", "float64", "deg", "declination (ICRS)", ucd="pos.eq.dec;meta.main"), "dec"),
+        (Column("z", "float64", "", "catalogue redshift", ucd="src.redshift"), "z"),
+        (Column("snr_r", "float32", "", "catalogue S/N per pixel in the r band", ucd="stat.snr;em.opt.R"), "snrr"),
     ),
     "maps": (
-        (Column("row", "int64", "", "row of the release store"), "row"),
-        (Column("id", "string", "", "survey galaxy identifier (SAMI catid, MaNGA plateifu)"), "id"),
-        (Column("ra", "float64", "deg", "right ascension (ICRS)"), "ra"),
-        (Column("dec", "float64", "deg", "declination (ICRS)"), "dec"),
-        (Column("z", "float64", "", "catalogue redshift"), "z"),
-        (Column("log_mstar", "float64", "dex(solMass)", "stellar mass from the survey catalogue"), "log_mstar"),
-        (Column("abs_mag_r", "float64", "mag", "r-band absolute magnitude from the survey catalogue"), "abs_mag_r"),
-        (Column("r_e_arcsec", "float64", "arcsec", "effective radius from the survey catalogue"), "r_e_arcsec"),
+        (Column("row", "int64", "", "row of the release store", ucd="meta.record"), "row"),
+        (Column("id", "string", "", "survey galaxy identifier (SAMI catid, MaNGA plateifu)", ucd="meta.id;meta.main"), "id"),
+        (Column("ra", "float64", "deg", "right ascension (ICRS)", ucd="pos.eq.ra;meta.main"), "ra"),
+        (Column("dec", "float64", "deg", "declination (ICRS)", ucd="pos.eq.dec;meta.main"), "dec"),
+        (Column("z", "float64", "", "catalogue redshift", ucd="src.redshift"), "z"),
+        (Column("log_mstar", "float64", "dex(solMass)", "stellar mass from the survey catalogue", ucd="phys.mass"),
+         "log_mstar"),
+        (Column("abs_mag_r", "float64", "mag", "r-band absolute magnitude from the survey catalogue",
+                ucd="phys.magAbs;em.opt.R"), "abs_mag_r"),
+        (Column("r_e_arcsec", "float64", "arcsec", "effective radius from the survey catalogue", ucd="phys.angSize;src"),
+         "r_e_arcsec"),
     ),
 }
-TAIL_COLUMNS = (Column("status", "string", "", "ok / masked_values (predicted), or why a row was not"),
-                Column("message", "string", "", "what went wrong, naming the file, when status says so"))
+TAIL_COLUMNS = (Column("status", "string", "", "ok / masked_values (predicted), or why a row was not", ucd="meta.code.qual"),
+                Column("message", "string", "", "what went wrong, naming the file, when status says so", ucd="meta.note"))
 #: Status and message of a usable row outside the release ``[cuts]``, in the order they are tested.
 _CUT_MESSAGES = {"cut_z": "catalogue z outside [{z_min}, {z_max}]", "cut_snr": "S/N_r below {snr_r_min}"}
 #: ... and when the value the cut reads is missing, say that rather than what the cut saw.
@@ -175,6 +179,6 @@ def write_catalog_part(store: str, start: int, stop: int, rows: pd.DataFrame, ch
     release = open_release(store)
     frame = catalog_block(release.read_block(start, stop, rows=rows), rows, release.info, release.kind, tasks, cuts,
                           chunk)
-    write_part(frame, catalog_dir, chunk, provenance)
+    write_part(frame, catalog_dir, chunk, provenance, catalog_columns(release.kind, tasks))
     return {"chunk": chunk, "rows": len(frame), "seconds": time.perf_counter() - t0,
             "status": frame["status"].value_counts().to_dict()}

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from .._version import __version__
-from ..catalog.parts import export_fits, finished_parts, read_catalog, tidy_catalog_dir
+from ..catalog.parts import export_fits, export_votable, finished_parts, read_catalog, tidy_catalog_dir
 from ..relations.catalog import fit_catalog_mzr, fit_catalog_tfr
 from .blocks import write_catalog_part
 from .catalog import LazyRelease
@@ -241,6 +241,9 @@ def _run(spec: dict[str, Any], name: str, out: Path, catalog_dir: Path, input, s
     default_fits = f"{name}_{'kinematics' if release.kind == 'maps' else 'metallicity'}.fits"
     outputs["fits"] = str(export_fits(catalog_dir, out / spec.get("outputs", {}).get("fits", default_fits),
                                       frame=catalog, columns=release.columns(built)))
+    if spec.get("outputs", {}).get("votable"):  # for TOPCAT and the VO: units, UCDs, descriptions
+        outputs["votable"] = str(export_votable(catalog_dir, out / spec["outputs"]["votable"], frame=catalog,
+                                                columns=release.columns(built)))
     mzr, tfr = None, {}
     masses = masses or truth
     if {"oh12", "sf_flag"} <= set(catalog.columns) and masses is not None:

@@ -63,6 +63,9 @@ class Column:
     fill : object, optional
         Value of rows the task did not predict; default NaN for floats, ``False`` for bool,
         ``""`` for strings, 0 for integers.
+    ucd : str, optional
+        IVOA Unified Content Descriptor (``"phys.abund.Z"``): the VOTable ``ucd`` and FITS
+        ``TUCDn`` that tell TOPCAT and the VO what the column is.
 
     Examples
     --------
@@ -77,6 +80,7 @@ class Column:
     unit: str = ""
     description: str = ""
     fill: Any = None
+    ucd: str = ""
 
     def missing(self) -> Any:
         """The value of a row this column has no prediction for."""

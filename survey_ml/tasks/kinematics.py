@@ -36,6 +36,9 @@ _PARAMS = (("inclination_deg", "deg", "disc inclination"), ("r_scale_arcsec", "a
            ("r_turn_arcsec", "arcsec", "arctan rotation-curve turnover radius"),
            ("vmax_kms", "km / s", "asymptotic rotation velocity"), ("v22_kms", "km / s", "rotation velocity at 2.2 r_scale"))
 PARAMETER_COLUMNS = tuple(p for p, _, _ in _PARAMS)
+#: IVOA UCDs of the disc parameters.
+_PARAM_UCDS = {"inclination_deg": "src.orbital.inclination", "r_scale_arcsec": "phys.angSize",
+               "r_turn_arcsec": "phys.angSize", "vmax_kms": "phys.veloc.rotat", "v22_kms": "phys.veloc.rotat"}
 _MODES = ("shipped", "solo", "combined", "blind")
 
 
@@ -95,16 +98,17 @@ class Kinematics(Task):
     input_kind = "maps"
     Options = KinematicsOptions
     columns = (
-        Column("pa_deg", "float64", "deg", "kinematic position angle (east of north, receding side)"),
-        Column("pa_err", "float64", "deg", "1-sigma error of pa_deg"),
-        *(Column(name + err, "float64", unit, description + (" (1-sigma MC-dropout error)" if err else ""))
+        Column("pa_deg", "float64", "deg", "kinematic position angle (east of north, receding side)", ucd="pos.posAng"),
+        Column("pa_err", "float64", "deg", "1-sigma error of pa_deg", ucd="stat.error;pos.posAng"),
+        *(Column(name + err, "float64", unit, description + (" (1-sigma MC-dropout error)" if err else ""),
+                 ucd=("stat.error;" if err else "") + _PARAM_UCDS[name])
           for name, unit, description in _PARAMS for err in ("", "_err")),
-        Column("vdisp_outer_kms", "float64", "km / s", "mean gas dispersion between 2 Re and r_max"),
-        Column("r_max_arcsec", "float64", "arcsec", "largest deprojected radius with good spaxels"),
-        Column("vmax_ad_kms", "float64", "km / s", "vmax_kms corrected for asymmetric drift"),
-        Column("v22_ad_kms", "float64", "km / s", "v22_kms corrected for asymmetric drift"),
-        Column("recon_error", "float64", "", "moment-1 reconstruction MSE over Vmax (the published post-cut statistic)"),
-        Column("kin_flag", "int32", "", "bits: 1 not prepared, 2 inclination < 30 deg, 4 poor fit, 8 no stellar mass"),
+        Column("vdisp_outer_kms", "float64", "km / s", "mean gas dispersion between 2 Re and r_max", ucd="phys.veloc.dispersion"),
+        Column("r_max_arcsec", "float64", "arcsec", "largest deprojected radius with good spaxels", ucd="phys.angSize"),
+        Column("vmax_ad_kms", "float64", "km / s", "vmax_kms corrected for asymmetric drift", ucd="phys.veloc.rotat"),
+        Column("v22_ad_kms", "float64", "km / s", "v22_kms corrected for asymmetric drift", ucd="phys.veloc.rotat"),
+        Column("recon_error", "float64", "", "moment-1 reconstruction MSE over Vmax (the published post-cut statistic)", ucd="stat.fit.residual"),
+        Column("kin_flag", "int32", "", "bits: 1 not prepared, 2 inclination < 30 deg, 4 poor fit, 8 no stellar mass", ucd="meta.code.qual"),
     )
 
     @classmethod

@@ -22,14 +22,14 @@ class Metallicity(ModelGridTask):
     name = "metallicity"
     default_weights = "metallicity.pt"
     columns = (
-        Column("coverage", "float32", "", "share of good pixels on the 3800-8000 A model grid"),
-        Column("oh12", "float32", "dex", "gas-phase metallicity 12 + log(O/H) (network mean)"),
+        Column("coverage", "float32", "", "share of good pixels on the 3800-8000 A model grid", ucd="meta.code.qual;arith.ratio"),
+        Column("oh12", "float32", "dex", "gas-phase metallicity 12 + log(O/H) (network mean)", ucd="phys.abund.Z"),
         Column("oh12_err", "float32", "dex", "1-sigma error of oh12: the network's standard deviation, "
-               "calibrated on shifted held-out mocks and widened with oh12_ood"),
+               "calibrated on shifted held-out mocks and widened with oh12_ood", ucd="stat.error;phys.abund.Z"),
         Column("oh12_ood", "float32", "", "out-of-distribution score of the spectrum's network features "
-               "(about 1 for spectra like the training set; large for spectra unlike it)"),
+               "(about 1 for spectra like the training set; large for spectra unlike it)", ucd="stat.fit.goodness"),
         Column("oh12_ood_flag", "bool", "", "oh12_ood above the 99th percentile of held-out training "
-               "spectra: oh12 is an extrapolation"),
+               "spectra: oh12 is an extrapolation", ucd="meta.code.qual"),
     )
 
     def predict(self, model, batch: Batch) -> dict[str, np.ndarray]:

@@ -39,8 +39,8 @@ class StarFormingClass(ModelGridTask):
     Options = StarFormingOptions
     default_weights = "sfclass.pt"
     columns = (
-        Column("p_starforming", "float32", "", "probability that the galaxy's lines are BPT star-forming: below Kauffmann et al. (2003) and EW(H-alpha) >= 3 A (MPA-JHU BPTCLASS 1)"),
-        Column("sf_flag", "bool", "", "p_starforming >= confidence (0.85, the published rule)"),
+        Column("p_starforming", "float32", "", "probability that the galaxy's lines are BPT star-forming: below Kauffmann et al. (2003) and EW(H-alpha) >= 3 A (MPA-JHU BPTCLASS 1)", ucd="stat.probability"),
+        Column("sf_flag", "bool", "", "p_starforming >= confidence (0.85, the published rule)", ucd="meta.code.class"),
     )
 
     def predict(self, model, batch: Batch) -> dict[str, np.ndarray]:

@@ -41,14 +41,15 @@ class StrongLines(Task):
     Options = StrongLineOptions
     needs_weights = False
     columns = (
-        *(Column(line + err, "float64", _FLUX, f"{label} line flux{' 1-sigma error' if err else ''} (Gaussian fit)")
+        *(Column(line + err, "float64", _FLUX, f"{label} line flux{' 1-sigma error' if err else ''} (Gaussian fit)",
+                 ucd=("stat.error;" if err else "") + "phys.flux;spect.line")
           for line, label in (("hb", "Hbeta"), ("oiii5007", "[OIII] 5007"), ("ha", "Halpha"),
                               ("nii6584", "[NII] 6584")) for err in ("", "_err")),
-        Column("oh12_n2", "float64", "dex", "12 + log(O/H) from N2 (Pettini & Pagel 2004)"),
-        Column("oh12_o3n2", "float64", "dex", "12 + log(O/H) from O3N2 (Pettini & Pagel 2004)"),
+        Column("oh12_n2", "float64", "dex", "12 + log(O/H) from N2 (Pettini & Pagel 2004)", ucd="phys.abund.Z"),
+        Column("oh12_o3n2", "float64", "dex", "12 + log(O/H) from O3N2 (Pettini & Pagel 2004)", ucd="phys.abund.Z"),
         Column("baseline_status", "string", "", "ok, partial, or why no metallicity (bad_redshift, low_snr, ...)",
-               fill="not_fitted"),
-        Column("baseline_message", "string", "", "why a value is missing (empty when nothing is)"),
+               fill="not_fitted", ucd="meta.code.qual"),
+        Column("baseline_message", "string", "", "why a value is missing (empty when nothing is)", ucd="meta.note"),
     )
 
     def prepare(self, block: Block, rows: np.ndarray) -> Batch:
