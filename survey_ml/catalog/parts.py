@@ -207,20 +207,7 @@ def export_fits(catalog_dir: str | os.PathLike, path: str | os.PathLike, overwri
     task's sample-level step); ``columns`` (objects with ``name``, ``unit``, ``description``,
     such as :class:`survey_ml.tasks.Column`) give each column its ``TUNIT`` and ``TCOMM``.
     """
-    from astropy.table import Table
-
-    frame = read_catalog(catalog_dir) if frame is None else frame.copy()
-    for col in frame.columns:  # FITS has no nullable strings: empty string for missing
-        if pd.api.types.is_string_dtype(frame[col]) or frame[col].dtype == object:
-            frame[col] = frame[col].fillna("").astype(str)
-    table = Table.from_pandas(frame)
-    for column in columns or []:
-        if column.name in table.colnames:
-            unit, description = _fits_unit(column.unit), column.description
-            if column.unit and unit is None:  # dex and other function units: kept in the comment
-                description = f"[{column.unit}] {description}"
-            table[column.name].unit = unit
-            table[column.name].description = description
+    table = _described_table(catalog_dir, frame, columns, "fits")
     parts = sorted(Path(catalog_dir).glob("part-*.parquet"))
     provenance = read_provenance(parts[0])
     for key in ("version", "weights_sha256", "release", "store"):
@@ -261,20 +248,9 @@ def export_votable(catalog_dir: str | os.PathLike, path: str | os.PathLike, fram
     [('ra', 'deg', 'pos.eq.ra;meta.main', 'right ascension'), ('oh12', 'None', 'phys.abund.Z', '[dex] 12 + log(O/H)')]
     """
     from astropy.io.votable import from_table
-    from astropy.table import Table
 
-    frame = read_catalog(catalog_dir) if frame is None else frame.copy()
-    for col in frame.columns:  # VOTable char fields: empty string for missing
-        if pd.api.types.is_string_dtype(frame[col]) or frame[col].dtype == object:
-            frame[col] = frame[col].fillna("").astype(str)
-    table = Table.from_pandas(frame)
+    table = _described_table(catalog_dir, frame, columns, "vounit")
     declared = {c.name: c for c in columns or []}
-    for name, c in declared.items():
-        if name in table.colnames:
-            unit = _vo_unit(c.unit)
-            table[name].unit = unit
-            # dex and other function units are not VOUnits: kept in the description, as in the FITS TCOMM
-            table[name].description = (f"[{c.unit}] " if c.unit and unit is None else "") + c.description or None
     votable = from_table(table)
     for field in votable.get_first_table().fields:
         c = declared.get(field.name)
@@ -284,30 +260,36 @@ def export_votable(catalog_dir: str | os.PathLike, path: str | os.PathLike, fram
     return Path(path)
 
 
-def _vo_unit(unit: str):
-    """The astropy unit of ``unit`` if the VOUnit standard can write it, else None (dex, erg, ...)."""
-    if not unit:
-        return None
-    import warnings
-
+def _described_table(catalog_dir, frame: pd.DataFrame | None, columns: list | None, fmt: str):
+    """The catalog as an astropy Table for a file format ``fmt`` ("fits", "vounit"): strings without
+    missing values (neither format has them), each declared column with its unit where ``fmt`` can
+    write it - else the unit leads the description (dex and other function units) - and its description."""
     from astropy import units as u
+    from astropy.table import Table
 
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")
-            u.Unit(unit).to_string("vounit")
-            return u.Unit(unit)
-    except (ValueError, Warning):
-        return None
+    frame = read_catalog(catalog_dir) if frame is None else frame.copy()
+    for col in frame.columns:
+        if pd.api.types.is_string_dtype(frame[col]) or frame[col].dtype == object:
+            frame[col] = frame[col].fillna("").astype(str)
+    table = Table.from_pandas(frame)
+    for column in columns or []:
+        if column.name in table.colnames:
+            writable = _unit_in(column.unit, fmt) is not None
+            table[column.name].unit = u.Unit(column.unit) if writable else None
+            table[column.name].description = (f"[{column.unit}] " if column.unit and not writable else "") \
+                + column.description or None
+    return table
 
 
-def _fits_unit(unit: str) -> str | None:
-    """``unit`` if FITS can hold it (``TUNITn``), else None (e.g. ``dex``: a function unit).
+def _unit_in(unit: str, fmt: str) -> str | None:
+    """``unit`` written in the unit format ``fmt`` ("fits", "vounit"), or None if it cannot be (or is empty).
 
     Examples
     --------
-    >>> _fits_unit("km / s"), _fits_unit("dex"), _fits_unit("")
+    >>> _unit_in("km / s", "fits"), _unit_in("dex", "fits"), _unit_in("", "fits")
     ('km s-1', None, None)
+    >>> _unit_in("km / s", "vounit"), _unit_in("1e-17 erg / (s cm2)", "vounit")
+    ('km.s**-1', None)
     """
     if not unit:
         return None
@@ -318,6 +300,6 @@ def _fits_unit(unit: str) -> str | None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error")
-            return u.Unit(unit).to_string("fits")
+            return u.Unit(unit).to_string(fmt)
     except (ValueError, Warning):
         return None

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Unsupported", "parse_header", "header_cards", "image_f32", "one_row_f32_table", "hdu_after", "check_whole_hdus"]
+__all__ = ["Unsupported", "parse_header", "header_cards", "image_f32", "one_row_f32_table", "hdu_after", "check_whole_hdus", "walk_hdus"]
 
 BLOCK = 2880
 CARD = 80
@@ -161,6 +161,40 @@ def hdu_after(header: dict[str, Any], data_start: int) -> int:
     return data_start + _padded(n)
 
 
+#: The keywords that size an HDU (up to nine axes: survey products have two or three).
+_SIZE_KEYS = ("BITPIX", "NAXIS", "PCOUNT", "GCOUNT", *(f"NAXIS{i}" for i in range(1, 10)))
+
+
+def walk_hdus(raw: bytes, pos: int = 0) -> tuple[int, int]:
+    """(HDUs, the offset where they end) walking ``raw`` from ``pos`` while each next block starts a readable HDU.
+
+    Only the sizing keywords of each header are read (:func:`header_cards`); the walk stops
+    at the first block that is not an HDU header or whose header cannot be read, so bytes
+    from the returned offset on are whatever follows the HDUs. An offset beyond ``len(raw)``
+    means the last HDU is cut short.
+
+    Examples
+    --------
+    >>> import io
+    >>> from astropy.io import fits
+    >>> buffer = io.BytesIO()
+    >>> fits.HDUList([fits.PrimaryHDU(np.zeros((5, 100), np.float32))]).writeto(buffer)
+    >>> raw = buffer.getvalue()
+    >>> walk_hdus(raw) == (1, len(raw)), walk_hdus(raw + b"junk") == (1, len(raw))
+    (True, True)
+    """
+    n = 0
+    while pos < len(raw) and raw[pos:pos + 8] in (b"SIMPLE  ", b"XTENSION"):
+        try:
+            header, data_start = header_cards(raw, pos, _SIZE_KEYS)
+            if not 0 <= int(header.get("NAXIS", 0)) <= 9:
+                break
+            pos, n = hdu_after(header, data_start), n + 1
+        except (Unsupported, UnicodeDecodeError, ValueError, TypeError):
+            break
+    return n, pos
+
+
 def check_whole_hdus(raw: bytes, pos: int = 0) -> None:
     """``raw`` from ``pos`` on is HDUs to its end (zero padding allowed); raises :class:`Unsupported` otherwise.
 
@@ -168,8 +202,6 @@ def check_whole_hdus(raw: bytes, pos: int = 0) -> None:
     the headers after them so that bytes after the last HDU send the file to astropy, which
     names them.
     """
-    while pos < len(raw) and raw[pos:pos + 8] in (b"SIMPLE  ", b"XTENSION"):
-        header, data_start = parse_header(raw, pos)
-        pos = hdu_after(header, data_start)
-    if pos < len(raw) and raw[pos:].strip(b"\0"):
-        raise Unsupported(f"{len(raw) - pos} bytes after the last HDU")
+    end = walk_hdus(raw, pos)[1]
+    if end < len(raw) and raw[end:].strip(b"\0"):
+        raise Unsupported(f"{len(raw) - end} bytes after the last HDU")

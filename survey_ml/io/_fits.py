@@ -10,13 +10,13 @@ import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import numpy as np
 from astropy.io import fits
 from astropy.io.fits.verify import VerifyWarning
 
+from . import _cards
 from .errors import SurveyFileError
 
-__all__ = ["open_fits", "load_fits_bytes", "header_value", "max_decompressed_bytes", "decompression_limit",
+__all__ = ["open_fits", "load_fits_bytes", "require_file", "header_value", "max_decompressed_bytes", "decompression_limit",
            "DEFAULT_MAX_DECOMPRESSED_MB"]
 
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -108,6 +108,15 @@ def _gunzip(path: str, fh, limit: int) -> bytes:
             decompressor, data = zlib.decompressobj(wbits=31), rest  # the next member
 
 
+def require_file(path: str) -> None:
+    """A SurveyFileError (``missing``) unless ``path`` exists; a broken symbolic link says so."""
+    if not os.path.exists(path):
+        if os.path.islink(path):
+            raise SurveyFileError(path, f"broken symbolic link (to {os.readlink(path)}, which does not exist)",
+                                  code="missing")
+        raise SurveyFileError(path, "file does not exist", code="missing")
+
+
 def load_fits_bytes(path: str) -> bytes:
     """The FITS bytes of ``path`` (gunzipped), after checks astropy does not make.
 
@@ -117,11 +126,7 @@ def load_fits_bytes(path: str) -> bytes:
     gzip stream is inflated piece by piece and abandoned at the cap, so a decompression bomb
     costs a worker the cap, not its memory.
     """
-    if not os.path.exists(path):
-        if os.path.islink(path):
-            raise SurveyFileError(path, f"broken symbolic link (to {os.readlink(path)}, which does not exist)",
-                                  code="missing")
-        raise SurveyFileError(path, "file does not exist", code="missing")
+    require_file(path)
     limit = max_decompressed_bytes()
     with open(path, "rb") as fh:
         head = fh.read(2)
@@ -139,13 +144,11 @@ def load_fits_bytes(path: str) -> bytes:
     if raw[: len(_FITS_MAGIC)] != _FITS_MAGIC:
         raise SurveyFileError(path, "not a FITS file (no SIMPLE card at the start)", code="unreadable")
     if len(raw) % 2880:  # whole HDUs then zero padding is fine; then other bytes, or a short HDU, is not
-        n_hdus, end = _hdus_end(raw)
+        n_hdus, end = _cards.walk_hdus(raw)
         if not n_hdus or end > len(raw):
             raise SurveyFileError(path, f"truncated FITS: {len(raw)} bytes is not a whole number of "
                                   "2880-byte records", code="truncated")
-        if raw[end:].strip(b"\0"):
-            raise SurveyFileError(path, f"{len(raw) - end} bytes after the end of the last HDU (HDU {n_hdus - 1}) "
-                                  "that are not a FITS HDU", code="trailing_data")
+        _check_trailing_bytes(path, raw)
     return raw
 
 
@@ -179,11 +182,7 @@ def open_fits(path: str | os.PathLike, raw: bytes | None = None) -> Iterator[fit
     except SurveyFileError:
         raise
     except Exception as exc:
-        tail = _bytes_after_the_hdus(raw)
-        if tail is not None:  # whole HDUs, then bytes that are not one: say so, not what parsing them gave
-            n_hdus, end = tail
-            raise SurveyFileError(path, f"{len(raw) - end} bytes after the end of the last HDU (HDU {n_hdus - 1}) "
-                                  "that are not a FITS HDU", code="trailing_data") from exc
+        _check_trailing_bytes(path, raw)  # whole HDUs, then bytes that are not one: say so, not what parsing gave
         if not isinstance(exc, Warning):
             raise SurveyFileError(path, f"corrupt or truncated FITS ({type(exc).__name__}: {exc})",
                                   code="truncated") from exc
@@ -196,7 +195,7 @@ def open_fits(path: str | os.PathLike, raw: bytes | None = None) -> Iterator[fit
         raise SurveyFileError(path, f"a header that does not follow the FITS standard ({exc})",
                               code="bad_header") from exc
     try:
-        _check_trailing_bytes(path, hdul, raw)
+        _check_trailing_bytes(path, raw)
         yield hdul
     except SurveyFileError:
         raise
@@ -207,59 +206,11 @@ def open_fits(path: str | os.PathLike, raw: bytes | None = None) -> Iterator[fit
         hdul.close()
 
 
-_END_CARD = b"END" + b" " * 77
-
-
-def _records(n_bytes: int) -> int:
-    """Bytes of ``n_bytes`` rounded up to whole 2880-byte FITS records."""
-    return 2880 * -(-n_bytes // 2880)
-
-
-def _hdu_span(raw: bytes, start: int) -> int | None:
-    """Bytes of the HDU whose header starts at ``start`` (header + data, in records), or None if it is not one."""
-    if raw[start:start + 8] not in (b"SIMPLE  ", b"XTENSION"):
-        return None
-    cards = raw[start:start + 2880 * 1000]  # a header of up to 36,000 cards
-    end = next((i for i in range(0, len(cards), 80) if cards[i:i + 80] == _END_CARD), None)
-    if end is None:
-        return None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")
-            header = fits.Header.fromstring(cards[:end + 80].decode("ascii"))
-        naxis = [int(header[f"NAXIS{i}"]) for i in range(1, int(header["NAXIS"]) + 1)]
-        data = abs(int(header["BITPIX"])) // 8 * int(header.get("GCOUNT", 1)) * (
-            int(header.get("PCOUNT", 0)) + (int(np.prod(naxis)) if naxis else 0))
-    except Exception:
-        return None
-    return _records(end + 80) + _records(data)
-
-
-def _hdus_end(raw: bytes) -> tuple[int, int]:
-    """(HDUs, where they end) walking ``raw`` from its start while each next block starts an HDU."""
-    n, end = 0, 0
-    while end < len(raw) and (span := _hdu_span(raw, end)) is not None:
-        n, end = n + 1, end + span
-    return n, end
-
-
-def _bytes_after_the_hdus(raw: bytes) -> tuple[int, int] | None:
-    """(HDUs, where they end) when ``raw`` is whole HDUs followed by bytes that are not one (nor zeros)."""
-    n, end = _hdus_end(raw)
-    if n and end < len(raw) and raw[end:].strip(b"\0"):
-        return n, end
-    return None
-
-
-def _check_trailing_bytes(path: str, hdul: fits.HDUList, raw: bytes) -> None:
-    """Bytes after the last HDU's data that are not zero padding: the file is more than its HDUs."""
-    info = hdul.fileinfo(len(hdul) - 1) if len(hdul) else None
-    if not info:
-        return
-    end = info["datLoc"] + info["datSpan"]
-    end += -end % 2880  # the last record's padding
-    if len(raw) > end and raw[end:].strip(b"\0"):
-        raise SurveyFileError(path, f"{len(raw) - end} bytes after the end of the last HDU (HDU {len(hdul) - 1}) "
+def _check_trailing_bytes(path: str, raw: bytes) -> None:
+    """Whole HDUs followed by bytes that are neither an HDU nor zero padding: a trailing_data SurveyFileError."""
+    n_hdus, end = _cards.walk_hdus(raw)
+    if n_hdus and end < len(raw) and raw[end:].strip(b"\0"):
+        raise SurveyFileError(path, f"{len(raw) - end} bytes after the end of the last HDU (HDU {n_hdus - 1}) "
                               "that are not a FITS HDU", code="trailing_data")
 
 

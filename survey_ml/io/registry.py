@@ -18,7 +18,7 @@ from typing import Any
 
 from . import _cards
 from .errors import SurveyFileError
-from ._fits import load_fits_bytes
+from ._fits import load_fits_bytes, require_file
 from .lamost import read_lamost_bytes, read_lamost_spectrum
 from .sdss import read_sdss_spectrum
 from .spectrum import Spectrum
@@ -62,11 +62,7 @@ SPECTRUM_FORMATS: tuple[SpectrumFormat, ...] = (
 
 def _head(path: str, n: int = HEAD_BYTES) -> bytes:
     """The first ``n`` bytes of the file's content (inflated from gzip only that far)."""
-    if not os.path.exists(path):
-        if os.path.islink(path):
-            raise SurveyFileError(path, f"broken symbolic link (to {os.readlink(path)}, which does not exist)",
-                                  code="missing")
-        raise SurveyFileError(path, "file does not exist", code="missing")
+    require_file(path)
     with open(path, "rb") as fh:
         raw = fh.read(n)
         if raw[:2] != b"\x1f\x8b":
@@ -95,6 +91,14 @@ def _headers(head: bytes) -> tuple[dict[str, Any], dict[str, Any] | None]:
     if primary.get("NAXIS") == 2:
         return primary, None
     return primary, _cards.header_cards(head, _cards.hdu_after(primary, data_start), _KEYS)[0]
+
+
+def _primary_only(head: bytes) -> tuple[dict[str, Any], None] | None:
+    """The primary header alone, when the first extension's cannot be read (None: not even the primary)."""
+    try:
+        return _cards.header_cards(head, 0, _KEYS)[0], None
+    except _UNPARSED:
+        return None
 
 
 def identify_spectrum(path: str | os.PathLike) -> str:
@@ -126,18 +130,12 @@ def _headers_of(path: str) -> tuple[dict[str, Any], dict[str, Any] | None] | Non
     while True:
         head = _head(path, size)
         try:
-            primary, extension = _headers(head)
-            break
+            return _headers(head)
         except _UNPARSED:
             if len(head) == size and size < MAX_HEAD_BYTES:  # headers longer than what was read: read more
                 size *= 4
                 continue
-            try:
-                primary, extension = _cards.header_cards(head, 0, _KEYS)[0], None
-            except _UNPARSED:
-                return None
-            break
-    return primary, extension
+            return _primary_only(head)
 
 
 def _identify(path: str, headers: tuple[dict[str, Any], dict[str, Any] | None] | None) -> str:
@@ -173,9 +171,6 @@ def read_spectrum(path: str | os.PathLike) -> Spectrum:
     try:
         headers = _headers(raw)
     except _UNPARSED:
-        try:
-            headers = _cards.header_cards(raw, 0, _KEYS)[0], None
-        except _UNPARSED:
-            headers = None
+        headers = _primary_only(raw)
     reader = _identify(path, headers)
     return read_lamost_bytes(raw, path) if reader == "lamost" else _READERS[reader](path)

@@ -15,8 +15,10 @@ tests the readers and not the writer's idea of a file.
 from __future__ import annotations
 
 import gzip
+import io
 import os
 import shutil
+import warnings
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -72,25 +74,12 @@ def _hdus(change: Callable[[fits.HDUList], None]) -> Callable[[Path, Path, np.ra
         with fits.open(good) as hdul:
             hdul = fits.HDUList([hdu.copy() for hdu in hdul])
         change(hdul)
-        import io
-
         buffer = io.BytesIO()
-        with _quiet():
+        with warnings.catch_warnings():  # the damage is the point: no verification warnings
+            warnings.simplefilter("ignore")
             hdul.writeto(buffer, output_verify="ignore")
         _write_gz(target, buffer.getvalue())
     return make
-
-
-class _quiet:
-    def __enter__(self):
-        import warnings
-
-        self._w = warnings.catch_warnings()
-        self._w.__enter__()
-        warnings.simplefilter("ignore")
-
-    def __exit__(self, *exc):
-        self._w.__exit__(*exc)
 
 
 def _arrays(hdul: fits.HDUList) -> tuple[str, np.ndarray | fits.FITS_rec]:

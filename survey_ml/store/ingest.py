@@ -169,9 +169,9 @@ def _capped_block(block: Callable[..., pd.DataFrame], max_decompressed_mb: float
         return block(*args)
 
 
-#: Block failures that mean a file took its worker down (its process died, or ran out of
-#: memory) rather than a fault of the store: worth reading the block again without the file.
 def _worker_lost(err: BaseException) -> bool:
+    """A block failure meaning a file took its worker down (its process died, or ran out of memory)
+    rather than a fault of the store: worth reading the block again without the file."""
     from distributed import KilledWorker
 
     return isinstance(err, (KilledWorker, MemoryError))
