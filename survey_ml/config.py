@@ -63,7 +63,7 @@ SPEC_KEYS: dict[str, dict[str, str] | None] = {
     "cuts": {"z_min": NUMBER, "z_max": NUMBER, "snr_r_min": NUMBER},
     "prepare": {"min_snr": NUMBER, "min_good": INTEGER, "min_vmax": NUMBER},
     "mzr": {"x_range": RANGE, "match_radius_arcsec": NUMBER},
-    "outputs": {"catalog": TEXT, "fits": TEXT, "votable": TEXT},
+    "outputs": {"catalog": TEXT, "fits": TEXT, "votable": TEXT, "hats": TEXT, "hats_margin_arcsec": NUMBER},
     "tasks": None, "simulate": None, "cluster": None,
 }
 

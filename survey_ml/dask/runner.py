@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from .._version import __version__
+from ..catalog.hats import export_hats
 from ..catalog.parts import export_fits, export_votable, finished_parts, read_catalog, tidy_catalog_dir
 from ..relations.catalog import fit_catalog_mzr, fit_catalog_tfr
 from .blocks import write_catalog_part
@@ -61,6 +62,15 @@ class RunReport:
     mzr: dict[str, Any] | None = None
     tfr: dict[str, Any] = field(default_factory=dict)
     dashboard: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def lsdb(self, **kwargs: Any):
+        """The catalog as an ``lsdb.Catalog`` (lazy, on the current Dask client), from the run's HATS collection."""
+        from ..catalog.hats import open_lsdb
+
+        if "hats" not in self.outputs:
+            raise FileNotFoundError(f"{self.out}: this run wrote no HATS collection ([outputs] hats in the spec)")
+        return open_lsdb(self.outputs["hats"], **kwargs)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields (paths as strings): the content of ``report.json``."""
@@ -97,6 +107,7 @@ class RunReport:
                              f"{fit['rms']:.3f}, {fit['n']} galaxies")
             else:
                 lines.append(f"  TFR {kind:<8s} not fitted: {fit.get('error')}")
+        lines += [f"  note: {note}" for note in self.notes]
         lines += [f"  {name:<8s} {path}" for name, path in self.outputs.items()]
         if self.dashboard:
             lines.append(f"  dashboard {self.dashboard}")
@@ -238,12 +249,22 @@ def _run(spec: dict[str, Any], name: str, out: Path, catalog_dir: Path, input, s
     for task in built:
         catalog = task.finalize(catalog)
     outputs = {"catalog": str(catalog_dir)}
+    notes: list[str] = []
     default_fits = f"{name}_{'kinematics' if release.kind == 'maps' else 'metallicity'}.fits"
     outputs["fits"] = str(export_fits(catalog_dir, out / spec.get("outputs", {}).get("fits", default_fits),
                                       frame=catalog, columns=release.columns(built)))
     if spec.get("outputs", {}).get("votable"):  # for TOPCAT and the VO: units, UCDs, descriptions
         outputs["votable"] = str(export_votable(catalog_dir, out / spec["outputs"]["votable"], frame=catalog,
                                                 columns=release.columns(built)))
+    if spec.get("outputs", {}).get("hats"):  # for LSDB: HEALPix-partitioned, margin cache, built on this cluster
+        finalized = any(type(t).finalize is not Task.finalize for t in built)
+        hats = export_hats(catalog_dir, out / spec["outputs"]["hats"], client, name=name,
+                           frame=catalog if finalized else None, columns=release.columns(built),
+                           margin_arcsec=float(spec["outputs"].get("hats_margin_arcsec", 10.0)))
+        outputs["hats"] = str(hats.path)
+        if hats.n_unplaced:
+            notes.append(f"{hats.n_unplaced} rows without ra/dec are not in the HATS catalog (they are in the "
+                         "Parquet parts and the FITS table)")
     mzr, tfr = None, {}
     masses = masses or truth
     if {"oh12", "sf_flag"} <= set(catalog.columns) and masses is not None:
@@ -261,5 +282,5 @@ def _run(spec: dict[str, Any], name: str, out: Path, catalog_dir: Path, input, s
     report = RunReport(release=name, kind=release.kind, out=out, store=store_path, catalog_dir=catalog_dir,
                        n_rows=n_rows, parts_total=n_chunks, parts_written=len(todo), status_counts=counts,
                        timings=timings, tasks=[t.name for t in built], outputs=outputs, provenance=provenance,
-                       mzr=mzr, tfr=tfr)
+                       mzr=mzr, tfr=tfr, notes=notes)
     return report, catalog, truth or masses, built
