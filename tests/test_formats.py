@@ -80,3 +80,21 @@ def test_a_lamost_folder_read_by_format_is_the_store_lamost_makes(tmp_path, real
     assert a.grid == b.grid == LAMOST_LRS_GRID
     for name, values in b.read_block(0, b.n_rows).items():
         np.testing.assert_array_equal(a.read_block(0, a.n_rows)[name], values, err_msg=name)
+
+
+def test_a_lamost_catalogue_with_only_obsid_and_file_ingests_every_row_from_the_headers(tmp_path, client):
+    import pandas as pd
+
+    from survey_ml.io.lamost import PartialCatalogueWarning
+    from survey_ml.simulate import write_mock_release
+
+    mock = write_mock_release(tmp_path / "mock", 24, seed=8, client=client)
+    full = pd.read_csv(mock.catalogue)
+    partial = tmp_path / "mock" / "partial.csv"
+    full[["obsid", "file"]].to_csv(partial, index=False)          # no obsdate, lmjd, planid, z, snr...
+    with pytest.warns(PartialCatalogueWarning, match="obsdate, lmjd, mjd, planid"):
+        ingest(partial, tmp_path / "store_partial", "dr10", client=client)
+    ingest(mock.catalogue, tmp_path / "store_full", "dr10", client=client)
+    a, b = open_release(tmp_path / "store_partial").objects, open_release(tmp_path / "store_full").objects
+    assert (a["status"] == "ok").all() and len(a) == 24
+    pd.testing.assert_frame_equal(a.drop(columns=["file"]), b.drop(columns=["file"]))

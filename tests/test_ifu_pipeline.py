@@ -99,10 +99,10 @@ def test_run_catalog_sami_gives_a_kinematic_catalog_and_resumes(sami_mock, tmp_p
 
 
 def test_real_sami_galaxy_runs_through(real_fixtures, tmp_path, client):
-    """The real SAMI galaxy 209807: ingested with its catalogue row, prepared, measured."""
+    """The real SAMI galaxy 209807: ingested with its catalogue row (found in the folder by the spec's pattern,
+    no --catalogue), prepared, measured."""
     folder = real_fixtures / "sami"
-    report = run_catalog("sami-dr3", input=folder, out=tmp_path / "run", client=client,
-                         catalogue=folder / "sami_InputCatGAMADR3.csv", progress=False)
+    report = run_catalog("sami-dr3", input=folder, out=tmp_path / "run", client=client, progress=False)
     catalog = pd.read_parquet(report.catalog_dir)
     row = catalog.set_index("id").loc["209807"]
     assert row["status"] == "ok" and row["log_mstar"] == pytest.approx(10.81)

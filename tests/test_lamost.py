@@ -10,7 +10,7 @@ import pytest
 from astropy.io import fits
 
 from survey_ml.io.errors import SurveyFileError
-from survey_ml.io.lamost import (CATALOGUE_DTYPES, lamost_filename, read_lamost_catalogue,
+from survey_ml.io.lamost import (CATALOGUE_DTYPES, PartialCatalogueWarning, lamost_filename, read_lamost_catalogue,
                                  read_lamost_spectrum, write_lamost_catalogue, write_lamost_spectrum)
 from survey_ml.simulate.parametric import make_lamost_spectrum
 
@@ -215,12 +215,27 @@ def test_catalogue_pipe_delimited_csv(tmp_path):
     assert got["fiberid"].tolist() == [1, 2, 3]
 
 
+def test_a_partial_catalogue_needs_only_obsid_and_a_file_name_and_says_what_it_lacks(tmp_path):
+    path = tmp_path / "cat.csv"
+    _catalogue(3).drop(columns=["snrr", "z", "obsdate"]).to_csv(path, index=False)
+    with pytest.warns(PartialCatalogueWarning, match="lacks column.s. obsdate, snrr, z; ingest reads them") as info:
+        got = read_lamost_catalogue(path)
+    assert str(path) in str(info[0].message)
+    assert got["z"].isna().all() and got["obsdate"].isna().all() and got["fiberid"].tolist() == [1, 2, 3]
+    _catalogue(3)[["obsid"]].assign(filename=["a.fits", "b.fits", "c.fits"]).to_csv(path, index=False)
+    with pytest.warns(PartialCatalogueWarning):
+        assert read_lamost_catalogue(path)["filename"].tolist() == ["a.fits", "b.fits", "c.fits"]
+
+
 def test_catalogue_errors_name_the_file(tmp_path):
     path = tmp_path / "cat.csv"
-    _catalogue(3).drop(columns=["snrr", "z"]).to_csv(path, index=False)
-    with pytest.raises(SurveyFileError, match="snrr, z") as info:
+    _catalogue(3).drop(columns=["obsid"]).to_csv(path, index=False)
+    with pytest.raises(SurveyFileError, match="needs obsid and a file name") as info:
         read_lamost_catalogue(path)
-    assert str(path) in str(info.value)
+    assert str(path) in str(info.value) and info.value.code == "wrong_format"
+    _catalogue(3).drop(columns=["spid"]).to_csv(path, index=False)
+    with pytest.raises(SurveyFileError, match="lmjd, planid, spid and fiberid"):
+        read_lamost_catalogue(path)
     bad = _catalogue(3)
     bad["lmjd"] = ["55859", "oops", "55860"]
     bad.to_csv(path, index=False)

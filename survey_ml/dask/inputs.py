@@ -49,21 +49,60 @@ def _prepare_spectra(spec, out: Path, input, store: Path, client, n_mock, progre
     if input is None:
         input, truth = _mock_spectra(spec, out / "mock", client, n_mock, progress)
     source, data_root = _source_of(spec, Path(input))
+    truth = truth or mock_truth(input)
     ingest(source, store, spec["release"]["name"], client=client, reader=spec["release"].get("reader", "lamost"),
            chunk_rows=int(spec.get("ingest", {}).get("chunk_rows", 1024)), data_root=data_root, progress=progress,
            max_decompressed_mb=spec.get("ingest", {}).get("max_decompressed_mb"))
     return store, truth
 
 
+def mock_truth(input: str | os.PathLike) -> Path | None:
+    """The truth table beside a mock release (``truth.parquet`` in the ``--input`` folder, or beside its catalogue).
+
+    ``survey-ml simulate``, the crosscheck generator and the IFU mocks write one; a real release has none.
+    """
+    path = Path(input)
+    truth = (path if path.is_dir() else path.parent) / "truth.parquet"
+    return truth if truth.is_file() else None
+
+
+def find_catalogue(folder: str | os.PathLike, pattern: str | None) -> Path | None:
+    """The survey catalogue in ``folder`` (or one folder down) whose name matches the spec's ``pattern``.
+
+    ``pattern`` is a glob (``[release] catalogue`` of a spec: ``"*InputCatGAMADR3*.csv"``,
+    ``"drpall-v3_1_1.fits*"``); None when nothing matches. Two matches are an error naming both:
+    the user says which with ``--catalogue``.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> _ = (folder / "sami_InputCatGAMADR3.csv").write_text("catid\\n")
+    >>> find_catalogue(folder, "*InputCatGAMADR3*.csv").name
+    'sami_InputCatGAMADR3.csv'
+    >>> find_catalogue(folder, "drpall-*.fits*") is None
+    True
+    """
+    folder = Path(folder)
+    if not pattern or not folder.is_dir():
+        return None
+    found = sorted(p for p in [*folder.glob(pattern), *folder.glob(f"*/{pattern}")] if p.is_file())
+    if len(found) > 1:
+        raise ValueError(f"{folder}: {len(found)} files match the release's catalogue {pattern!r} "
+                         f"({', '.join(str(p.relative_to(folder)) for p in found[:4])}); give one with --catalogue")
+    return found[0] if found else None
+
+
 def _source_of(spec: dict[str, Any], path: Path) -> tuple[Path, Path | None]:
     """What to ingest from ``--input``: the spec's catalogue if it is there, else the files."""
     if path.is_file():
         return path, None
-    named = spec["release"].get("catalogue")
-    for candidate in ([path / named] if named else []) + [path / "catalogue.csv"]:
-        if candidate.is_file():
-            spectra = path / spec["release"].get("spectra", "spectra")
-            return candidate, (spectra if spectra.is_dir() and candidate.name == named else None)
+    found = find_catalogue(path, spec["release"].get("catalogue"))
+    if found is not None:
+        spectra = path / spec["release"].get("spectra", "spectra")
+        return found, (spectra if spectra.is_dir() else None)
+    if (path / "catalogue.csv").is_file():  # what survey-ml simulate and the mock generators write
+        return path / "catalogue.csv", None
     return path, None
 
 
@@ -103,11 +142,9 @@ def _prepare_ifu(spec, out: Path, input, store: Path, client, n_mock, catalogue,
             simulate_ifu_release(mock_root, int(n_mock or spec.get("simulate", {}).get("n_galaxies", 300)),
                                  survey=survey, seed=0, client=client, progress=progress)
         input, truth = mock_root, mock_root / "truth.parquet"
-        named = "InputCatGAMADR3.csv" if survey == "sami" else "drpall-v3_1_1.fits"
-        catalogue = catalogue or (mock_root / named)
-    named = Path(input) / spec["release"].get("catalogue", "")
-    if catalogue is None and Path(input).is_dir() and named.is_file():
-        catalogue = named
+    if catalogue is None:
+        catalogue = find_catalogue(input, spec["release"].get("catalogue"))
+    truth = truth or mock_truth(input)
     ingest_table = spec.get("ingest", {})
     ingest_ifu(input, store, spec["release"]["name"], survey, catalogue=catalogue, client=client,
                chunk_rows=ingest_table.get("chunk_rows"), progress=progress,

@@ -148,8 +148,9 @@ def run_catalog(release: str | os.PathLike | dict[str, Any] = "dr10", *, input: 
         IFU releases: the DRPall / SAMI catalogue to join (default: the spec's, inside ``input``).
     truth : path, optional
         Truth table of a mock ``input`` (Parquet / CSV / FITS), for the report's predicted-vs-true
-        and error-coverage figures only; default ``truth.parquet`` inside an ``input`` folder that
-        has one (what ``survey-ml simulate`` and ``simulate.crosscheck`` write). Never used for masses.
+        and error-coverage figures; default ``truth.parquet`` beside ``input`` (what ``survey-ml
+        simulate`` and ``simulate.crosscheck`` write). Without ``masses``, its ``log_mstar`` gives
+        the MZR its stellar masses (the report says so).
     progress : bool
         Progress bars.
     """
@@ -175,16 +176,14 @@ def _run_locked(spec: dict[str, Any], name: str, out: Path, input, store, client
     journal = RunJournal(out, name, catalog_dir)
     try:
         report, catalog, run_truth, built = _run(spec, name, out, catalog_dir, input, store, client, masses, weights, tasks,
-                                      n_mock, catalogue, progress, journal)
+                                                 n_mock, catalogue, truth, progress, journal)
         report.dashboard = getattr(client, "dashboard_link", None)
         report.provenance |= {"python": platform.python_version(), "dask": dask.__version__}
         report.outputs["report"] = str(out / "report.json")
         report.outputs["html"] = str(out / "report.html")
         (out / "report.json").write_text(json.dumps(report.to_dict(), indent=1, default=str) + "\n")
         journal.stage("report")
-        if truth is None and input is not None and (Path(input) / "truth.parquet").is_file():
-            truth = Path(input) / "truth.parquet"
-        write_html_report(out, report.to_dict(), truth=truth or run_truth, catalog=catalog,
+        write_html_report(out, report.to_dict(), truth=run_truth, catalog=catalog,
                           figures_from_tasks=[f for task in built for f in task.figures(catalog)])
         journal.finish(report.outputs)
         return report
@@ -200,7 +199,7 @@ def _run_locked(spec: dict[str, Any], name: str, out: Path, input, store, client
 
 
 def _run(spec: dict[str, Any], name: str, out: Path, catalog_dir: Path, input, store, client, masses, weights,
-         tasks, n_mock, catalogue, progress: bool, journal: RunJournal) -> tuple[RunReport, pd.DataFrame, Path | None, list[Task]]:
+         tasks, n_mock, catalogue, given_truth, progress: bool, journal: RunJournal) -> tuple[RunReport, pd.DataFrame, Path | None, list[Task]]:
     """The stages of :func:`run_catalog`; returns the report, the finalised catalog, the truth table and the tasks."""
     from ..cluster.client import run_blocks
     from ..core.inference import weights_sha256
@@ -209,6 +208,7 @@ def _run(spec: dict[str, Any], name: str, out: Path, catalog_dir: Path, input, s
     journal.stage("prepare")
     t0 = time.perf_counter()
     store_path, truth = prepare_store(spec, out, input, store, client, n_mock, catalogue, progress)
+    truth = Path(given_truth) if given_truth is not None else truth
     timings["prepare"] = time.perf_counter() - t0
     release = LazyRelease(store_path, spec)
     if release.kind != release_kind(spec):
@@ -266,6 +266,8 @@ def _run(spec: dict[str, Any], name: str, out: Path, catalog_dir: Path, input, s
             notes.append(f"{hats.n_unplaced} rows without ra/dec are not in the HATS catalog (they are in the "
                          "Parquet parts and the FITS table)")
     mzr, tfr = None, {}
+    if masses is None and truth is not None and {"oh12", "sf_flag"} <= set(catalog.columns):
+        notes.append(f"stellar masses for the MZR from the mock release's truth table {truth}")
     masses = masses or truth
     if {"oh12", "sf_flag"} <= set(catalog.columns) and masses is not None:
         mzr, plots = fit_catalog_mzr(catalog, masses, spec, out, name)
@@ -283,4 +285,4 @@ def _run(spec: dict[str, Any], name: str, out: Path, catalog_dir: Path, input, s
                        n_rows=n_rows, parts_total=n_chunks, parts_written=len(todo), status_counts=counts,
                        timings=timings, tasks=[t.name for t in built], outputs=outputs, provenance=provenance,
                        mzr=mzr, tfr=tfr, notes=notes)
-    return report, catalog, truth or masses, built
+    return report, catalog, truth, built

@@ -15,6 +15,7 @@ from __future__ import annotations
 import gzip
 import io
 import os
+import warnings
 from typing import Any
 
 import numpy as np
@@ -35,6 +36,7 @@ __all__ = [
     "read_lamost_catalogue",
     "write_lamost_catalogue",
     "CATALOGUE_DTYPES",
+    "PartialCatalogueWarning",
 ]
 
 #: Header fields returned in ``Spectrum.meta`` (lower-cased), with their Python types.
@@ -364,13 +366,33 @@ CATALOGUE_DTYPES: dict[str, str] = {
 }
 
 
+#: What a catalogue row needs at least: the observation, and how to find its file.
+CATALOGUE_KEYS = ("obsid",)
+#: Columns that name a row's file, either of them: a path, or the parts of LAMOST's file name.
+FILE_NAME_COLUMNS = (("file",), ("filename",), ("lmjd", "planid", "spid", "fiberid"))
+
+
+class PartialCatalogueWarning(UserWarning):
+    """A LAMOST catalogue lacks documented columns; they come from each spectrum's header instead."""
+
+
 def _typed_catalogue(df: pd.DataFrame, path: str) -> pd.DataFrame:
     df.columns = [str(c).strip().lower() for c in df.columns]
+    if "obsid" not in df.columns or not any(set(cols) <= set(df.columns) for cols in FILE_NAME_COLUMNS):
+        raise SurveyFileError(path, "not a LAMOST LRS catalogue: it needs obsid and a file name per row (a file or "
+                              "filename column, or lmjd, planid, spid and fiberid); it has "
+                              f"{', '.join(map(str, df.columns[:12])) or 'no columns'}", code="wrong_format")
     missing = [c for c in CATALOGUE_DTYPES if c not in df.columns]
     if missing:
-        raise SurveyFileError(path, f"not a LAMOST LRS catalogue: column(s) {', '.join(missing)} missing",
-                              code="wrong_format")
+        warnings.warn(f"{path}: LAMOST catalogue lacks column(s) {', '.join(missing)}; ingest reads them from each "
+                      "spectrum's header", PartialCatalogueWarning, stacklevel=3)
+        for col in missing:  # integers cannot be missing in numpy's types: pandas' nullable ones
+            dtype = CATALOGUE_DTYPES[col]
+            df[col] = pd.Series(np.nan if dtype.startswith("float") else pd.NA, index=df.index,
+                                dtype=dtype if dtype.startswith("float") else "string" if dtype == "string" else "Int64")
     for col, dtype in CATALOGUE_DTYPES.items():
+        if col in missing:
+            continue
         series = df[col]
         try:
             if dtype == "string":
@@ -400,12 +422,15 @@ def read_lamost_catalogue(path: str | os.PathLike) -> pd.DataFrame:
     -------
     pandas.DataFrame
         Columns of :data:`CATALOGUE_DTYPES` with those dtypes (lower-case names), plus any
-        further columns (magnitudes, ...) as read.
+        further columns (magnitudes, ...) as read. Only ``obsid`` and a file name per row
+        (:data:`FILE_NAME_COLUMNS`) are required: a documented column the file lacks comes back
+        missing (NA), with a :class:`PartialCatalogueWarning` naming them all - ingest takes
+        those values from each spectrum's header anyway.
 
     Raises
     ------
     SurveyFileError
-        Unreadable file, or a documented column missing or of the wrong type.
+        Unreadable file, no ``obsid`` or file name, or a column of the wrong type.
     """
     path = os.fspath(path)
     name = path.lower()

@@ -111,7 +111,7 @@ def discover_files(source: str | os.PathLike | Iterable[str | os.PathLike],
     source : path or iterable of paths
         A directory (searched recursively for ``*.fits`` / ``*.fits.gz``), a LAMOST LRS
         catalogue (``.csv``/``.csv.gz`` or a catalogue ``.fits`` table; each row names its
-        file by a ``file`` column relative to ``data_root`` if there is one, else as
+        file by a ``file`` or ``filename`` column relative to ``data_root`` if there is one, else as
         ``spec-{lmjd}-{planid}_sp{spid}-{fiberid}.fits.gz`` directly under ``data_root``), a
         text file listing one path per line (``.txt``/``.lst``), or an iterable of paths.
     data_root : path, optional
@@ -128,8 +128,9 @@ def discover_files(source: str | os.PathLike | Iterable[str | os.PathLike],
             return None
         root = Path(data_root) if data_root else src.parent
         cat = read_lamost_catalogue(src)
-        if "file" in cat.columns:  # an explicit (relative) path per row wins
-            return [root / str(f) for f in cat["file"]]
+        for column in ("file", "filename"):  # an explicit (relative) path per row wins
+            if column in cat.columns:
+                return [root / str(f) for f in cat[column]]
         return [root / lamost_filename(r.lmjd, r.planid, r.spid, r.fiberid) for r in cat.itertuples(index=False)]
 
     return list_files(source, SPECTRUM_SUFFIXES, catalogue_files)
