@@ -212,8 +212,8 @@ def test_symbolic_links_are_followed_once_and_broken_ones_flagged(tmp_path, real
     (["run-catalog", "dr10", "--input", "/no/such/path"], "--input /no/such/path does not exist"),
     (["run-catalog", "dr10", "--input", "{tmp}"], "holds no survey files"),
     (["run-catalog", "dr10", "--store", "{tmp}"], "is not a release store"),
-    (["ingest", "/no/such/path", "--store", "{tmp}/store"], "source /no/such/path does not exist"),
-    (["ingest", "{tmp}", "--store", "{tmp}/store"], "holds no survey files"),
+    (["ingest", "--input", "/no/such/path", "--store", "{tmp}/store"], "--input /no/such/path does not exist"),
+    (["ingest", "--input", "{tmp}", "--store", "{tmp}/store"], "holds no survey files"),
     (["run-catalog", "dr10", "--out", "{file}/out"], "is a file, not a folder"),
 ])
 def test_a_wrong_command_line_is_one_line_and_nothing_starts(tmp_path, argv, says):

@@ -68,3 +68,23 @@ def test_fits_and_votable_say_what_each_column_is(run):
     assert set(fields) == set(columns)
     assert fields["dec"].ucd == "pos.eq.dec;meta.main" and str(fields["dec"].unit) == "deg"
     assert fields["oh12_n2"].ucd == "phys.abund.Z" and fields["oh12_n2"].description.startswith("[dex] ")
+
+
+def test_the_data_model_page_is_what_the_column_declarations_say():
+    from pathlib import Path
+
+    from survey_ml.dask.datamodel import datamodel_markdown
+
+    page = Path(__file__).resolve().parents[1] / "docs" / "datamodel.md"
+    assert page.read_text() == datamodel_markdown(), "run: python -m survey_ml.dask.datamodel docs/datamodel.md"
+
+
+def test_fits_provenance_is_whole_and_strings_read_as_str(run):
+    import json
+
+    report, _ = run
+    header = fits.getheader(report.outputs["fits"], 1)
+    weights = json.loads(header["SML_WEIG"])  # no longer cut at 68 characters
+    assert all(len(v) == 64 for v in weights.values())
+    table = Table.read(report.outputs["fits"], character_as_bytes=False)
+    assert isinstance(table["status"][0], str)

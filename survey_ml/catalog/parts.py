@@ -210,9 +210,10 @@ def export_fits(catalog_dir: str | os.PathLike, path: str | os.PathLike, overwri
     table = _described_table(catalog_dir, frame, columns, "fits")
     parts = sorted(Path(catalog_dir).glob("part-*.parquet"))
     provenance = read_provenance(parts[0])
-    for key in ("version", "weights_sha256", "release", "store"):
+    for key in ("version", "weights_sha256", "release", "store"):  # whole values: long ones in CONTINUE cards
         if key in provenance:
-            table.meta[f"SML_{key[:4].upper()}"] = str(provenance[key])[:68]
+            value = provenance[key]
+            table.meta[f"SML_{key[:4].upper()}"] = json.dumps(value) if isinstance(value, (dict, list)) else str(value)
     table.write(path, format="fits", overwrite=overwrite)
     if columns:  # TCOMMn: the one-line description of each column (the FITS convention TOPCAT shows)
         from astropy.io import fits

@@ -98,6 +98,45 @@ def _add_cluster_args(p: argparse.ArgumentParser) -> None:
                         "to the network - or keep it local and use `ssh -L 8787:localhost:8787`)")
 
 
+def _add_release(p: argparse.ArgumentParser, default: str | None = "dr10") -> None:
+    """RELEASE: a positional or ``--release``, the same on every subcommand that reads a release spec."""
+    p.add_argument("release", nargs="?", default=None, metavar="RELEASE",
+                   help=f"release spec name (dr10, sami-dr3, manga-dr17) or a spec .toml (default {default})")
+    p.add_argument("--release", dest="release_option", default=None, metavar="RELEASE", help="the same as RELEASE")
+    p.set_defaults(release_default=default)
+
+
+def _resolve(args: argparse.Namespace) -> argparse.Namespace:
+    """One grammar: RELEASE from the positional or --release; old spellings mapped, with a note on stderr."""
+    if hasattr(args, "release_option"):
+        release = args.release or args.release_option
+        old_ingest = args.command == "ingest" and args.release is not None and not _is_release(args.release)
+        if args.release and args.release_option and args.release != args.release_option and not old_ingest:
+            raise UsageError(f"two releases given: {args.release} and --release {args.release_option}")
+        if old_ingest:
+            # the old spelling `survey-ml ingest SOURCE --store S [--release R]` (kept until 0.3)
+            if args.input:
+                raise UsageError(f"two inputs given: {release} and --input {args.input}")
+            print(f"survey-ml ingest: `ingest SOURCE` is the old spelling; use `survey-ml ingest [RELEASE] --input "
+                  f"{release}` (the old one is kept until survey_ml 0.3)", file=sys.stderr)
+            args.input, release = release, args.release_option
+        args.release = release or args.release_default
+    for old, new in (("source", "input"), ("store_positional", "store"), ("run", "out")):
+        value = getattr(args, old, None)
+        if value is not None:
+            if getattr(args, new, None) not in (None, value):
+                raise UsageError(f"two values for --{new}: {value} and {getattr(args, new)}")
+            setattr(args, new, value)
+    return args
+
+
+def _is_release(name: str) -> bool:
+    """Whether ``name`` reads as a release spec (a shipped name or a .toml), not a data path."""
+    from ..config import SPEC_DIR
+
+    return name.endswith(".toml") or (SPEC_DIR / f"{name}.toml").is_file()
+
+
 def _connect(args: argparse.Namespace):
     from ..cluster.client import connect
 
@@ -142,7 +181,14 @@ def store_summary(store: str | os.PathLike) -> str:
 def cmd_ingest(args: argparse.Namespace) -> int:
     from ..store import ingest
 
-    check_input(args.source, "source")
+    if args.input is None:
+        raise UsageError("give the survey files with --input (a folder, a catalogue or a file list)")
+    if args.store is None:
+        raise UsageError("give the store to write with --store")
+    check_input(args.input, "--input")
+    spec = check_release(args.release)
+    args.release = spec["release"]["name"]
+    args.chunk_rows = args.chunk_rows or spec.get("ingest", {}).get("chunk_rows")
     with writer_lock(check_writable(args.store, "--store"), "ingest"):  # refused before a cluster starts
         return _ingest(args, ingest)
 
@@ -150,7 +196,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 def _ingest(args: argparse.Namespace, ingest) -> int:
     client = _connect(args)
     try:
-        report = ingest(args.source, args.store, args.release, client=client, reader=args.reader,
+        report = ingest(args.input, args.store, args.release, client=client, reader=args.reader,
                         chunk_rows=args.chunk_rows, data_root=args.data_root, progress=True,
                         max_decompressed_mb=args.max_decompressed_mb)
     finally:
@@ -161,6 +207,11 @@ def _ingest(args: argparse.Namespace, ingest) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
+    """Summarise a release store: rows, statuses, S/N, size on disk."""
+    if args.store is None:
+        raise UsageError("give the store with --store (or as STORE)")
+    if not (Path(args.store) / "release.json").is_file():
+        raise UsageError(f"--store {args.store} is not a release store (no release.json)")
     print(store_summary(args.store))
     return 0
 
@@ -264,6 +315,13 @@ def cmd_run_catalog(args: argparse.Namespace) -> int:
     spec = check_release(args.release)
     if args.input is not None:
         check_input(args.input, "--input")
+        if args.catalogue is None:
+            from ..dask.inputs import find_catalogue
+
+            try:
+                find_catalogue(args.input, spec["release"].get("catalogue"))
+            except ValueError as err:
+                raise UsageError(str(err)) from err
     for option in ("masses", "catalogue", "truth"):
         value = getattr(args, option, None)
         if value is not None and not Path(value).exists():
@@ -288,14 +346,51 @@ def _run_catalog(args: argparse.Namespace, run_catalog) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """A finished run's catalog as HATS / VOTable / FITS, with the tasks' column declarations."""
+    from ..catalog import export_fits, export_hats, export_votable, read_catalog, read_provenance
+    from ..dask.blocks import catalog_columns
+    from ..tasks import get_task
+
+    if args.out is None:
+        raise UsageError("give the run's folder with --out (or as RUN)")
+    parts = sorted((Path(args.out) / "catalog").glob("part-*.parquet"))
+    if not parts:
+        raise UsageError(f"--out {args.out} holds no catalog parts (catalog/part-*.parquet): is it a finished run?")
+    if not (args.hats or args.votable or args.fits):
+        raise UsageError("say what to write: --hats, --votable and/or --fits")
+    provenance = read_provenance(parts[0])
+    tasks = [get_task(name)() for name in provenance.get("tasks", [])]
+    kind = tasks[0].input_kind if tasks else "spectra"
+    columns = catalog_columns(kind, tasks)
+    catalog = read_catalog(parts[0].parent)
+    for task in tasks:  # the sample-level flags a run adds after reading every part
+        catalog = task.finalize(catalog)
+    out = Path(args.out)
+    if args.fits:
+        print(f"fits     {export_fits(parts[0].parent, out / args.fits, frame=catalog, columns=columns)}")
+    if args.votable:
+        print(f"votable  {export_votable(parts[0].parent, out / args.votable, frame=catalog, columns=columns)}")
+    if args.hats:
+        client = _connect(args)
+        try:
+            hats = export_hats(parts[0].parent, out / args.hats, client, name=provenance.get("release"),
+                               frame=catalog, columns=columns, margin_arcsec=args.margin_arcsec)
+        finally:
+            client.close()
+        print(hats.summary())
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     """Where a run stands, from its output folder: parts done / total, rate, ETA, failures."""
     from ..report.progress import run_status
 
-    if not Path(args.run).is_dir():
-        print(f"survey-ml status: {args.run} is not a folder", file=sys.stderr)
-        return 2
-    status = run_status(args.run, stall_after=args.stall_after)
+    if args.out is None:
+        raise UsageError("give the run's folder with --out (or as RUN)")
+    if not Path(args.out).is_dir():
+        raise UsageError(f"{args.out} is not a folder")
+    status = run_status(args.out, stall_after=args.stall_after)
     print(status.summary())
     return {"finished": 0, "running": 0}.get(status.state, 1)
 
@@ -307,13 +402,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"survey_ml {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("ingest", help="survey files -> <release>.zarr + objects.parquet")
-    p.add_argument("source", help="directory of spectra, LRS catalogue (.csv/.fits), file list (.txt) or one file")
-    p.add_argument("--store", required=True, help="release store directory (created or appended to)")
-    p.add_argument("--release", default="dr10", help="release name (default dr10)")
+    p = sub.add_parser("ingest", help="survey files -> <release>.zarr + objects.parquet",
+                       description="Read survey files (spectra, IFU maps; each file's format told from its headers) "
+                                   "into a release store on a Dask cluster; idempotent: new files only.")
+    _add_release(p)
+    p.add_argument("--input", default=None,
+                   help="directory of spectra (searched recursively), LRS catalogue (.csv/.fits), file list (.txt) "
+                        "or one file")
+    p.add_argument("--store", default=None, help="release store directory (created or appended to)")
     p.add_argument("--reader", default="auto", choices=["auto", "lamost", "sdss"],
                    help="auto (default): each file's format told from its headers (LAMOST LRS DR7 or DR8+, SDSS spec)")
-    p.add_argument("--chunk-rows", type=int, default=1024, help="rows per Zarr chunk / task (new stores)")
+    p.add_argument("--chunk-rows", type=int, default=None,
+                   help="rows per Zarr chunk / task, new stores (default: the spec's [ingest] chunk_rows, 2048 for "
+                        "dr10 - what run-catalog makes)")
     p.add_argument("--data-root", default=None, help="where a catalogue's spectra live (default: its folder)")
     p.add_argument("--max-decompressed-mb", type=float, default=None,
                    help="flag a file holding more than this once decompressed as too_large, reading no further "
@@ -321,12 +422,33 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cluster_args(p)
     p.set_defaults(func=cmd_ingest)
 
-    p = sub.add_parser("info", help="summarise a release store")
-    p.add_argument("store")
+    p = sub.add_parser("info", help="summarise a release store",
+                       description="Rows, statuses, S/N quantiles, grid, chunking and size on disk of a release "
+                                   "store, and the first flagged rows with their messages.")
+    p.add_argument("store_positional", nargs="?", default=None, metavar="STORE", help="the store (as --store)")
+    p.add_argument("--store", default=None, help="release store directory")
     p.set_defaults(func=cmd_info)
 
-    p = sub.add_parser("simulate", help="mock release in the survey's own files, with a truth table")
-    p.add_argument("release", help="release spec name (dr10) or a TOML path")
+    p = sub.add_parser("export", help="a finished run's catalog in other formats: HATS (LSDB), VOTable, FITS",
+                       description="Write a finished run's catalog (the Parquet parts under --out) again or in "
+                                   "another format: a HATS collection for LSDB (on a Dask cluster), a VOTable, "
+                                   "a FITS table - each column with its unit, UCD and description.")
+    p.add_argument("run", nargs="?", default=None, metavar="RUN", help="the run's output folder (as --out)")
+    p.add_argument("--out", default=None, help="the run's output folder (--out of run-catalog)")
+    p.add_argument("--hats", nargs="?", const="hats", default=None, metavar="FOLDER",
+                   help="write a HATS collection (default <out>/hats)")
+    p.add_argument("--votable", nargs="?", const="catalog.vot", default=None, metavar="FILE",
+                   help="write a VOTable (default <out>/catalog.vot)")
+    p.add_argument("--fits", nargs="?", const="catalog.fits", default=None, metavar="FILE",
+                   help="write a FITS table (default <out>/catalog.fits)")
+    p.add_argument("--margin-arcsec", type=float, default=10.0, help="HATS margin cache width (default 10 arcsec)")
+    _add_cluster_args(p)
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("simulate", help="mock release in the survey's own files, with a truth table",
+                       description="Build (or reuse) a cached bagpipes galaxy library and write a mock release in "
+                                   "the survey's own file formats, with a truth table.")
+    _add_release(p)
     p.add_argument("--n", type=int, default=None, help="spectra to write (default: the spec's n_spectra)")
     p.add_argument("--library-size", type=int, default=None,
                    help="bagpipes library spectra (default: the spec's library_size); built once, cached")
@@ -338,9 +460,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cluster_args(p)
     p.set_defaults(func=cmd_simulate)
 
-    p = sub.add_parser("run-catalog", help="release -> catalog (Parquet + FITS) -> relations: dr10 (metallicity, "
-                                            "redshift, MZR), sami-dr3 / manga-dr17 (kinematics, TFR)")
-    p.add_argument("release", help="release spec name (dr10) or a TOML path")
+    p = sub.add_parser("run-catalog", help="release -> catalog (Parquet + FITS + HATS) -> relations: dr10 "
+                                            "(metallicity, redshift, MZR), sami-dr3 / manga-dr17 (kinematics, TFR)",
+                       description="Ingest if needed, run the release's tasks per chunk on a Dask cluster, write "
+                                   "the catalog (Parquet parts, FITS, HATS) and fit the scaling relations; "
+                                   "re-running the same command resumes.")
+    _add_release(p)
     p.add_argument("--input", default=None,
                    help="survey files to ingest (folder, catalogue or file list); with neither --input nor "
                         "--store, a mock release of the spec's [simulate] size is written and used")
@@ -360,7 +485,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cluster_args(p)
     p.set_defaults(func=cmd_run_catalog)
 
-    p = sub.add_parser("train", help="train a network (metallicity, sfclass, redshift, ...) from its recipe")
+    p = sub.add_parser("train", help="train a network (metallicity, sfclass, redshift, ...) from its recipe",
+                       description="Train a task's network from its recipe (bagpipes library, observation model, "
+                                   "network, settings) and save the weights with a JSON report.")
     p.add_argument("recipe", help="recipe name in survey_ml/weights/ (metallicity, sfclass, redshift, "
                                   "redshift_published, redshift_deimos, redshift_deimos_published) or a recipe TOML")
     p.add_argument("--out", default=None, help="weights file (default: the shipped <task>.pt beside the recipe)")
@@ -368,7 +495,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cluster_args(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("demo", help="mock LAMOST release -> ingest on a local Dask cluster -> summary")
+    p = sub.add_parser("demo", help="mock LAMOST release -> ingest on a local Dask cluster -> summary",
+                       description="Write a small parametric mock LAMOST release (no bagpipes), damage a few files "
+                                   "on purpose, ingest it on a local Dask cluster and summarise the store.")
     p.add_argument("--n", type=int, default=2000, help="number of mock spectra (default 2000)")
     p.add_argument("--out", default="survey_ml_demo", help="output directory (default ./survey_ml_demo)")
     p.add_argument("--seed", type=int, default=0)
@@ -377,8 +506,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("status", help="progress of a run from its output folder (parts done / total, rate, "
                                        "ETA, failures); works while it runs, and after it died",
+                       description="Where a run stands, read from its output folder: stage, parts done / total, "
+                                   "rows/s, ETA, failures with their messages, and whether its driver is alive.",
                        epilog="exit status: 0 running or finished; 1 failed, killed, stalled or not started")
-    p.add_argument("run", help="the run's output folder (--out of run-catalog), or a catalog folder of parts")
+    p.add_argument("run", nargs="?", default=None, metavar="RUN",
+                   help="the run's output folder (as --out), or a catalog folder of parts")
+    p.add_argument("--out", default=None, help="the run's output folder (--out of run-catalog)")
     p.add_argument("--stall-after", type=float, default=None,
                    help="seconds without a heartbeat from the driver before a run on another host counts as "
                         "stalled (default 30)")
@@ -390,7 +523,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``survey-ml`` console script."""
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        return args.func(_resolve(args))
     except UsageError as err:
         print(f"survey-ml {args.command}: {err}", file=sys.stderr)
         return 2

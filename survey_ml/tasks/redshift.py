@@ -40,7 +40,7 @@ class Redshift(Task):
         Column("z_cnn_err", "float32", "", "1-sigma error of z_cnn (chi^2 curvature with the weights' scale and floor)", ucd="stat.error;src.redshift"),
         Column("z_cnn_flag", "int32", "", "bits: 1 small delta chi^2, 2 low probability, 4 edge, 16 no data; 0 = reliable",
                fill=FLAGS["NO_DATA"], ucd="meta.code.qual"),
-        Column("z_cnn_dchi2", "float32", "", "chi^2 of the best rival candidate minus the best", ucd="stat.fit.chi2"),
+        Column("z_cnn_dchi2", "float32", "", "chi^2 of the best rival candidate minus the best; inf when p(z) has no rival peak (>= 0.1%)", ucd="stat.fit.chi2"),
         Column("z_cnn_pmax", "float32", "", "network probability within +-2 bins of z_cnn", ucd="stat.probability"),
     )
 
