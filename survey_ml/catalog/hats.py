@@ -71,8 +71,9 @@ def export_hats(catalog_dir: str | os.PathLike, path: str | os.PathLike, client,
         The catalog's folder of Parquet parts.
     path : path
         The collection folder to (re)write; ``lsdb.open_catalog(path)`` opens it.
-    client : distributed.Client
-        The Dask cluster hats-import runs on.
+    client : distributed.Client or None
+        The Dask cluster hats-import runs on; without one (None, False), a cluster of threads in
+        this process for the time of the export.
     name : str, optional
         Catalog name inside the collection (default: the folder name of ``path``).
     frame : pandas.DataFrame, optional
@@ -121,7 +122,14 @@ def export_hats(catalog_dir: str | os.PathLike, path: str | os.PathLike, client,
         args = args.add_margin(margin_threshold=float(margin_arcsec), is_default=True)
         with warnings.catch_warnings():  # hats-import's margin stage looks for a file it writes later
             warnings.filterwarnings("ignore", "Computing partitions from catalog parquet files")
-            pipeline_with_client(args, client)
+            if hasattr(client, "submit"):
+                pipeline_with_client(args, client)
+            else:  # a run without a cluster (client=False): hats-import on threads of this process
+                from distributed import Client
+
+                with Client(processes=False, n_workers=1, threads_per_worker=os.cpu_count() or 1,
+                            dashboard_address=None) as local:
+                    pipeline_with_client(args, local)
         built = work / "out" / target.name
         old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
         if target.exists():

@@ -198,6 +198,15 @@ def _run_locked(spec: dict[str, Any], name: str, out: Path, input, store, client
                 cluster.close()
 
 
+def _has_masses(table: Path) -> bool:
+    """Whether a truth table has a stellar-mass column (the parametric mock's has none)."""
+    if Path(table).suffix not in (".parquet", ".pq"):
+        return False
+    import pyarrow.parquet as pq
+
+    return "log_mstar" in pq.read_schema(table).names
+
+
 def _run(spec: dict[str, Any], name: str, out: Path, catalog_dir: Path, input, store, client, masses, weights,
          tasks, n_mock, catalogue, given_truth, progress: bool, journal: RunJournal) -> tuple[RunReport, pd.DataFrame, Path | None, list[Task]]:
     """The stages of :func:`run_catalog`; returns the report, the finalised catalog, the truth table and the tasks."""
@@ -267,8 +276,11 @@ def _run(spec: dict[str, Any], name: str, out: Path, catalog_dir: Path, input, s
                          "Parquet parts and the FITS table)")
     mzr, tfr = None, {}
     if masses is None and truth is not None and {"oh12", "sf_flag"} <= set(catalog.columns):
-        notes.append(f"stellar masses for the MZR from the mock release's truth table {truth}")
-    masses = masses or truth
+        if _has_masses(truth):
+            masses = truth
+            notes.append(f"stellar masses for the MZR from the mock release's truth table {truth}")
+        else:
+            notes.append(f"the mock release's truth table {truth} has no stellar masses (log_mstar)")
     if {"oh12", "sf_flag"} <= set(catalog.columns) and masses is not None:
         mzr, plots = fit_catalog_mzr(catalog, masses, spec, out, name)
         outputs.update(plots)
