@@ -6,9 +6,9 @@ footprint: dec -10..+70) is written as survey_ml parts, then exported as a HATS 
 on a 2-worker LocalCluster. Reported: seconds and rows/s of the export, its ratio to writing the
 same rows once as plain Parquet (the floor any export pays), pixels and rows per pixel, and an
 LSDB cone search of 1 degree against a brute-force astropy separation on the same rows (rows
-equal, seconds of each). Prints JSON; keeps bench/results/hats.json.
+equal, seconds of each). Prints JSON; keeps bench/results/hats_export.json.
 
-Usage: python bench/hats.py [--rows 200000]
+Usage: python bench/hats_export.py [--rows 200000]
 """
 from __future__ import annotations
 
@@ -75,7 +75,7 @@ def main() -> None:
         sky = SkyCoord(frame["ra"].to_numpy() * u.deg, frame["dec"].to_numpy() * u.deg)
         inside = sky.separation(SkyCoord(150 * u.deg, 20 * u.deg)) < 1 * u.deg
         brute_s = time.perf_counter() - t0
-    emit("hats", {
+    emit("hats_export", {
         "rows": n, "workers": 2, "parts": (n + 2047) // 2048,
         "export_s": round(export_s, 2), "export_rows_per_s": round(n / export_s),
         "plain_parquet_s": round(plain_s, 3), "export_over_plain_parquet": round(export_s / plain_s, 1),
