@@ -83,3 +83,29 @@ def test_export_writes_hats_votable_and_fits_from_a_finished_run(tmp_path, real_
     catalog = pd.read_parquet(report.catalog_dir)
     assert len(lsdb.open_catalog(report.out / "h").compute()) == catalog[["ra", "dec"]].notna().all(axis=1).sum()
     assert len(Table.read(report.out / "catalog.vot")) == len(Table.read(report.out / "again.fits")) == len(catalog)
+
+
+def test_readme_stands_alone_and_ci_runs_its_test_command():
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    commands = re.findall(r"```bash\n(.+?)\n```", readme[:3000])
+    assert len(commands) == 2 and "venv" in commands[0] and commands[0].endswith("survey-ml run-catalog dr10")
+    assert commands[1] in (root / ".ci" / "run").read_text()          # CI runs exactly the README's test command
+    for outside in ("SCIENCE.md", "ARCHITECTURE.md", "DATAMODELS.md"):
+        assert outside not in readme, outside
+    assert not re.search(r"\bissue \d+", readme)                     # issue numbers live in the tracker, not here
+    for link in re.findall(r"\]\(([^)#:]+)\)", readme):              # every relative link is in the repository
+        assert (root / link).exists(), link
+
+
+def test_ingest_makes_the_chunks_run_catalog_makes(tmp_path, real_fixtures, client):
+    from survey_ml.config import load_release_spec
+    from survey_ml.store import open_release
+
+    argv = ["ingest", "dr10", "--input", str(real_fixtures / "lamost"), "--store", str(tmp_path / "s"),
+            "--scheduler", client.scheduler.address]
+    assert main(argv) == 0
+    assert open_release(tmp_path / "s").chunk_rows == load_release_spec("dr10")["ingest"]["chunk_rows"] == 2048
