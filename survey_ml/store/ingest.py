@@ -44,12 +44,13 @@ def ingest(source, store: str | os.PathLike, release: str = "release", *, kind: 
         Store directory.
     release : str
         Release name; names the Zarr group ``<release>.zarr`` (an existing store keeps its own).
-    kind : {"spectra", "maps"}, optional
+    kind : {"spectra", "maps", "echelle"}, optional
         Default: "maps" when ``survey`` is given, else an existing store's, else "spectra".
     reader : str
         Spectra: key of :data:`~survey_ml.store.kinds.spectra.READERS`; ``"auto"`` (default)
         tells each file's format from its headers (:mod:`survey_ml.io.registry`), so a
-        folder mixing LAMOST layouts and SDSS spectra ingests as one store.
+        folder mixing LAMOST layouts and SDSS spectra ingests as one store. Echelle:
+        ``"auto"`` or a key of :data:`~survey_ml.io.echelle.ECHELLE_FORMATS`.
     survey : {"sami", "manga"}, optional
         Maps: the survey (default: an existing store's; it must match).
     catalogue : path or pandas.DataFrame, optional
@@ -60,6 +61,7 @@ def ingest(source, store: str | os.PathLike, release: str = "release", *, kind: 
         ``False``) a plain loop over the blocks in this process.
     chunk_rows : int, optional
         Rows per Zarr chunk = per ingest task (ignored when appending). Default: spectra 1024;
+        echelle 8;
         maps 64, or for a new store with LOGCUBEs as many as keep a task's cubes within 1 GiB
         (3 for full 74 x 74 cubes).
     progress : bool
@@ -68,12 +70,13 @@ def ingest(source, store: str | os.PathLike, release: str = "release", *, kind: 
         The most a file may hold once decompressed (a plain file: on disk), in MB; a file over
         it is read no further and flagged ``too_large`` (a decompression bomb costs a worker
         this much memory, not all of it). Default: the kind's ``MAX_DECOMPRESSED_MB``
-        (spectra 64; maps 8192, for LOGCUBEs); the release spec's ``[ingest]
+        (spectra 64; echelle 512; maps 8192, for LOGCUBEs); the release spec's ``[ingest]
         max_decompressed_mb`` sets it for ``run-catalog``.
     **kind_options
         Spectra: ``grid`` (default the reader's), ``data_root`` (where a catalogue's files
         live). Maps: ``map_size``, ``cube_window``, ``wave_chunk`` (see
-        :func:`~survey_ml.store.kinds.maps.plan`).
+        :func:`~survey_ml.store.kinds.maps.plan`). Echelle: ``window`` (air Angstrom kept),
+        ``segment_pixels`` (see :func:`~survey_ml.store.kinds.echelle.plan`).
 
     Returns
     -------

@@ -43,7 +43,7 @@ INT_MISSING = -1
 #: File names ingest looks for in a folder.
 FITS_SUFFIXES = (".fits", ".fits.gz", ".fit", ".fit.gz")
 #: release.json ``kind`` as written on disk -> the kind it is (maps stores have said "ifu" from the start).
-_DISK_KINDS = {"spectra": "spectra", "ifu": "maps", "maps": "maps"}
+_DISK_KINDS = {"spectra": "spectra", "ifu": "maps", "maps": "maps", "echelle": "echelle"}
 
 
 # --------------------------------------------------------------------------- release.json
@@ -117,6 +117,8 @@ def typed_frame(df: pd.DataFrame, columns: Mapping[str, str]) -> pd.DataFrame:
             df[col] = pd.to_numeric(df[col], errors="coerce").fillna(INT_MISSING).astype(dtype)
         elif "float" in dtype:
             df[col] = pd.to_numeric(df[col], errors="coerce").astype(dtype)
+        elif dtype == "bool":
+            df[col] = df[col].astype("boolean").fillna(False).astype(bool)
         else:
             df[col] = df[col].astype("string")
     return df

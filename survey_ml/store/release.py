@@ -34,7 +34,7 @@ class Release:
     row table (default: read from :attr:`ROWS_FILE`, empty if nothing is committed yet).
     """
 
-    #: Input kind ("spectra", "maps"); a subclass that sets it is what :func:`open_release` returns for it.
+    #: Input kind ("spectra", "maps", "echelle"); a subclass that sets it is what :func:`open_release` returns for it.
     kind: ClassVar[str] = ""
     #: The row table's file and columns (with dtypes).
     ROWS_FILE: ClassVar[str]

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import maps, spectra
+from . import echelle, maps, spectra
 
 __all__ = ["KINDS"]
 
 #: Kind name -> its module.
-KINDS: dict[str, ModuleType] = {"spectra": spectra, "maps": maps}
+KINDS: dict[str, ModuleType] = {"spectra": spectra, "maps": maps, "echelle": echelle}
