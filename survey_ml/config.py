@@ -59,7 +59,8 @@ TEXT, INTEGER, NUMBER, RANGE = "a string", "an integer", "a number", "a pair of 
 SPEC_KEYS: dict[str, dict[str, str] | None] = {
     "release": {"name": TEXT, "kind": TEXT, "survey": TEXT, "description": TEXT, "reader": TEXT, "catalogue": TEXT,
                 "spectra": TEXT, "spec_path": TEXT},
-    "ingest": {"chunk_rows": INTEGER, "cube_window": RANGE, "wave_chunk": INTEGER, "max_decompressed_mb": NUMBER},
+    "ingest": {"chunk_rows": INTEGER, "cube_window": RANGE, "wave_chunk": INTEGER, "max_decompressed_mb": NUMBER,
+               "window": RANGE, "segment_pixels": INTEGER},
     "cuts": {"z_min": NUMBER, "z_max": NUMBER, "snr_r_min": NUMBER},
     "prepare": {"min_snr": NUMBER, "min_good": INTEGER, "min_vmax": NUMBER},
     "mzr": {"x_range": RANGE, "match_radius_arcsec": NUMBER},

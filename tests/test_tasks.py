@@ -120,7 +120,7 @@ def test_a_task_that_writes_a_head_column_twice_is_refused(spectra_store):
 def test_every_network_task_trains_through_task_train_and_the_baseline_has_none():
     from survey_ml.tasks.registry import builtin_tasks
 
-    assert set(builtin_tasks()) == {"metallicity", "sfclass", "redshift", "strong_lines", "kinematics"}
+    assert set(builtin_tasks()) == {"metallicity", "sfclass", "redshift", "strong_lines", "kinematics", "stellar"}
     for name in builtin_tasks():
         task = get_task(name)
         if task.needs_weights:

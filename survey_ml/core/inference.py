@@ -28,6 +28,7 @@ import torch
 from ..models.kinematics import KinematicModel
 from ..models.redshift_cnn import PublishedRedshiftCNN, RedshiftPDFNet
 from ..models.spectral_cnn import SpectralCNN, SpectralEnsemble
+from ..models.stellar_resnet import StellarResNet
 from .spectra import model_inputs
 
 __all__ = ["weights_sha256", "save_weights", "load_model", "predict_spectra", "forward_batches", "batch_size_for",
@@ -35,7 +36,8 @@ __all__ = ["weights_sha256", "save_weights", "load_model", "predict_spectra", "f
            "WEIGHTS_DIR"]
 
 ARCHITECTURES = {"SpectralCNN": SpectralCNN, "SpectralEnsemble": SpectralEnsemble, "RedshiftPDFNet": RedshiftPDFNet,
-                 "PublishedRedshiftCNN": PublishedRedshiftCNN, "KinematicModel": KinematicModel}
+                 "PublishedRedshiftCNN": PublishedRedshiftCNN, "KinematicModel": KinematicModel,
+                 "StellarResNet": StellarResNet}
 #: Where the trained weights and their training recipes ship, inside the package.
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 _CACHE: dict[tuple[str, str], tuple[torch.nn.Module, dict[str, Any]]] = {}

@@ -51,6 +51,23 @@ HEAD_COLUMNS: dict[str, tuple[tuple[Column, str], ...]] = {
         (Column("r_e_arcsec", "float64", "arcsec", "effective radius from the survey catalogue", ucd="phys.angSize;src"),
          "r_e_arcsec"),
     ),
+    "echelle": (
+        (Column("row", "int64", "", "row of the release store", ucd="meta.record"), "row"),
+        (Column("exposure", "string", "", "instrument and DATE-OBS of the exposure", ucd="meta.id;meta.main"),
+         "exposure"),
+        (Column("object", "string", "", "target name from the header", ucd="meta.id"), "object"),
+        (Column("ra", "float64", "deg", "right ascension of the telescope pointing (ICRS)", ucd="pos.eq.ra;meta.main"),
+         "ra"),
+        (Column("dec", "float64", "deg", "declination of the telescope pointing (ICRS)", ucd="pos.eq.dec;meta.main"),
+         "dec"),
+        (Column("bjd", "float64", "d", "barycentric Julian date of the exposure (from the pipeline)",
+                ucd="time.epoch;obs"), "bjd"),
+        (Column("berv", "float64", "km / s", "barycentric correction applied to the wavelengths",
+                ucd="spect.dopplerVeloc;pos.barycenter"), "berv"),
+        (Column("sn50", "float32", "", "S/N per pixel near 550 nm (pipeline header)", ucd="stat.snr"), "sn50"),
+        (Column("format", "string", "", "file format read (harps-e2ds, harps-s1d, espresso-s2d, eso-1d)",
+                ucd="meta.code"), "format"),
+    ),
 }
 TAIL_COLUMNS = (Column("status", "string", "", "ok / masked_values (predicted), or why a row was not", ucd="meta.code.qual"),
                 Column("message", "string", "", "what went wrong, naming the file, when status says so", ucd="meta.note"))

@@ -39,6 +39,8 @@ def prepare_store(spec: dict[str, Any], out: Path, input: str | os.PathLike | No
     target = Path(store) if store is not None else Path(out) / "store"
     if release_kind(spec) == "maps":
         return _prepare_ifu(spec, Path(out), input, target, client, n_mock, catalogue, progress)
+    if release_kind(spec) == "echelle":
+        return _prepare_echelle(spec, input, target, client, progress)
     return _prepare_spectra(spec, Path(out), input, target, client, n_mock, progress)
 
 
@@ -54,6 +56,21 @@ def _prepare_spectra(spec, out: Path, input, store: Path, client, n_mock, progre
            chunk_rows=int(spec.get("ingest", {}).get("chunk_rows", 1024)), data_root=data_root, progress=progress,
            max_decompressed_mb=spec.get("ingest", {}).get("max_decompressed_mb"))
     return store, truth
+
+
+def _prepare_echelle(spec, input, store: Path, client, progress) -> tuple[Path, Path | None]:
+    """Ingest a folder (or list) of high-resolution spectra into an echelle store."""
+    from ..store import ingest
+
+    if input is None:
+        raise ValueError(f"{spec['release']['name']}: give --input, a folder of HARPS / HARPS-N / ESPRESSO / ESO "
+                         "1-D spectra (calibration frames beside them); this release has no embedded mock")
+    table = spec.get("ingest", {})
+    options = {key: table[key] for key in ("window", "segment_pixels") if key in table}
+    ingest(input, store, spec["release"]["name"], kind="echelle", client=client,
+           reader=spec["release"].get("reader", "auto"), chunk_rows=table.get("chunk_rows"), progress=progress,
+           max_decompressed_mb=table.get("max_decompressed_mb"), **options)
+    return store, mock_truth(input)
 
 
 def mock_truth(input: str | os.PathLike) -> Path | None:

@@ -259,7 +259,7 @@ def _run(spec: dict[str, Any], name: str, out: Path, catalog_dir: Path, input, s
         catalog = task.finalize(catalog)
     outputs = {"catalog": str(catalog_dir)}
     notes: list[str] = []
-    default_fits = f"{name}_{'kinematics' if release.kind == 'maps' else 'metallicity'}.fits"
+    default_fits = f"{name}_{ {'maps': 'kinematics', 'echelle': 'stellar'}.get(release.kind, 'metallicity')}.fits"
     outputs["fits"] = str(export_fits(catalog_dir, out / spec.get("outputs", {}).get("fits", default_fits),
                                       frame=catalog, columns=release.columns(built)))
     if spec.get("outputs", {}).get("votable"):  # for TOPCAT and the VO: units, UCDs, descriptions

@@ -109,7 +109,7 @@ def get_task(name: str) -> type[Task]:
     >>> get_task("metalicity")
     Traceback (most recent call last):
     ...
-    survey_ml.config.SpecError: unknown task 'metalicity' (known: kinematics, metallicity, redshift, sfclass, strong_lines)
+    survey_ml.config.SpecError: unknown task 'metalicity' (known: kinematics, metallicity, redshift, sfclass, stellar, strong_lines)
     """
     if name in _REGISTERED:
         return _REGISTERED[name]
