@@ -85,9 +85,9 @@ class CannonModel:
         theta = np.zeros((flux.shape[1], design.shape[1]))
         for _ in range(n_iter):
             weight = 1.0 / (variance + scatter2)  # (n, n_pix); 0 where ivar == 0
-            # normal equations of every pixel at once: (P, T, T) and (P, T)
-            lhs = np.einsum("nt,np,nu->ptu", design, weight, design)
-            rhs = np.einsum("nt,np,np->pt", design, weight, flux)
+            # normal equations of every pixel at once, (P, T, T) and (P, T), as BLAS products
+            lhs = np.stack([(design[:, t:t + 1] * design).T @ weight for t in range(design.shape[1])]).transpose(2, 0, 1)
+            rhs = (design.T @ (weight * flux)).T
             lhs += 1e-9 * np.eye(design.shape[1])
             theta = np.linalg.solve(lhs, rhs[..., None])[..., 0]
             resid = flux - design @ theta.T

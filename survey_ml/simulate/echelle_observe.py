@@ -165,25 +165,29 @@ def degrade(clean: np.ndarray, rng: np.random.Generator, conditions: EchelleObse
     if snr is None:
         snr = np.exp(rng.uniform(np.log(c.snr[0]), np.log(c.snr[1]), n))
     gap = (c.grid() > HARPS_CCD_GAP[0]) & (c.grid() < HARPS_CCD_GAP[1])
-    x = np.zeros((n, 2, c.n_orders, c.n_pix), np.float32)
     position = np.linspace(-1.0, 1.0, c.n_pix)
-    for k in range(n):
-        slope = rng.uniform(-c.slant, c.slant, (c.n_orders, 1))
-        scale = rng.uniform(0.5, 2.0, (c.n_orders, 1))
-        observed = clean[k].astype(np.float64) * scale * (1 + slope * position)
-        sigma = np.sqrt(np.clip(observed, 1e-3, None) * scale) / snr[k]
-        observed = observed + rng.normal(size=observed.shape) * sigma
-        ivar = 1.0 / sigma ** 2
-        for order in range(c.n_orders):
-            for _ in range(rng.poisson(c.cosmic_rays)):
-                observed[order, rng.integers(c.n_pix)] += rng.uniform(0.5, 5.0) * scale[order, 0]
-            for _ in range(rng.poisson(c.bad_columns)):
-                ivar[order, rng.integers(c.n_pix)] = 0.0
-        if rng.random() < c.gap_probability:
-            ivar[gap] = 0.0
-        normalised, norm_ivar = continuum_normalise(np.where(ivar > 0, observed, 0.0), ivar)
-        x[k, 0] = np.where(norm_ivar > 0, normalised, 0.0)
-        x[k, 1] = norm_ivar > 0
+    slope = rng.uniform(-c.slant, c.slant, (n, c.n_orders, 1))
+    scale = rng.uniform(0.5, 2.0, (n, c.n_orders, 1))
+    observed = clean.astype(np.float64) * scale * (1 + slope * position)
+    sigma = np.sqrt(np.clip(observed, 1e-3, None) * scale) / np.asarray(snr, np.float64)[:, None, None]
+    observed += rng.normal(size=observed.shape) * sigma
+    ivar = 1.0 / sigma ** 2
+    n_rays = rng.poisson(c.cosmic_rays, (n, c.n_orders))
+    spectrum, order = np.repeat(np.arange(n), n_rays.sum(1)), np.concatenate(
+        [np.repeat(np.arange(c.n_orders), k) for k in n_rays]) if n_rays.sum() else (np.zeros(0, int), np.zeros(0, int))
+    pixel = rng.integers(c.n_pix, size=spectrum.size)
+    observed[spectrum, order, pixel] += rng.uniform(0.5, 5.0, spectrum.size) * scale[spectrum, order, 0]
+    n_bad = rng.poisson(c.bad_columns, (n, c.n_orders))
+    spectrum, order = np.repeat(np.arange(n), n_bad.sum(1)), np.concatenate(
+        [np.repeat(np.arange(c.n_orders), k) for k in n_bad]) if n_bad.sum() else (np.zeros(0, int), np.zeros(0, int))
+    ivar[spectrum, order, rng.integers(c.n_pix, size=spectrum.size)] = 0.0
+    ivar[(rng.random(n) < c.gap_probability)[:, None, None] & gap[None]] = 0.0
+    normalised, norm_ivar = continuum_normalise(np.where(ivar > 0, observed, 0.0).reshape(-1, c.n_pix),
+                                                ivar.reshape(-1, c.n_pix))
+    x = np.zeros((n, 2, c.n_orders, c.n_pix), np.float32)
+    good = norm_ivar.reshape(n, c.n_orders, c.n_pix) > 0
+    x[:, 0] = np.where(good, normalised.reshape(n, c.n_orders, c.n_pix), 0.0)
+    x[:, 1] = good
     return x, snr
 
 

@@ -187,6 +187,8 @@ def train_stellar_task(task_or_path: str | os.PathLike = "stellar", out: str | o
     cache = Path(cache_dir or Path.home() / ".cache" / "survey_ml")
     grid_path = Path(recipe["grid"]["path"])
     grid = StellarGrid(grid_path if grid_path.is_absolute() else cache / grid_path)
+    if recipe["grid"].get("coarsened", False):  # every other node: what a partial build holds complete
+        grid = grid.coarsened()
     conditions = EchelleObservation(**{k: tuple(v) if isinstance(v, list) else v
                                        for k, v in recipe.get("observe", {}).items()})
     config = StellarTrainConfig(**recipe.get("train", {}))
@@ -200,7 +202,9 @@ def train_stellar_task(task_or_path: str | os.PathLike = "stellar", out: str | o
     val_x, _ = degrade(val.clean.astype(np.float32), rng, conditions)
     scale = calibrate_errors(*predict(model, val_x), val.labels)
     report: dict[str, Any] = {"recipe": str(recipe_path.name), "grid": str(grid.path), "n_grid_nodes":
-                              int(grid.done().sum()), "seconds_sets": made, "history": history,
+                              int(grid.done().sum()), "grid_axes": grid.axes.to_dict(),
+                              "n_usable_cells": int(len(grid.usable_cells())), "seconds_sets": made,
+                              "history": history,
                               "error_scale": scale.tolist(), "test": {}}
     for snr in (10.0, 20.0, 50.0, 100.0):
         x, _ = degrade(test.clean.astype(np.float32), rng, conditions, snr=np.full(len(test.labels), snr))
