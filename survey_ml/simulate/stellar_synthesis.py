@@ -506,7 +506,10 @@ def _read_summary(path: Path) -> tuple[np.ndarray, np.ndarray]:
     if start is None:
         raise MOOGError(f"no synthesis in {path.name}")
     w0, w1, dw = (float(v) for v in lines[start + 1].split()[:3])
-    depth = np.array(" ".join(lines[start + 2:]).replace("NaN", "nan").split(), dtype=np.float64)
+    text = " ".join(lines[start + 2:]).replace("NaN", "nan")
+    if "*" in text:  # a Fortran field overflow: MOOG's depths went out of range
+        raise MOOGError(f"MOOG wrote overflowed values ('***') in {path.name}")
+    depth = np.array(text.split(), dtype=np.float64)
     wave = w0 + dw * np.arange(depth.size)
     return wave, 1.0 - depth
 
