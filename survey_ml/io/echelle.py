@@ -217,6 +217,17 @@ def _harps_prefix(header: fits.Header, path: str) -> str:
     return _HARPS_PREFIX[instrument]
 
 
+def _harps_primary(path: str, ndim: int, what: str) -> tuple[fits.Header, str, np.ndarray]:
+    """The primary header, DRS keyword prefix and ``ndim``-dimensional data of a HARPS-family file."""
+    with open_fits(path) as hdul:
+        header = hdul[0].header
+        prefix = _harps_prefix(header, path)
+        data = hdul[0].data
+        if data is None or data.ndim != ndim:
+            raise SurveyFileError(path, f"no {what} in the primary HDU", code="wrong_format")
+        return header, prefix, np.asarray(data, np.float64)
+
+
 def _polynomial_wavelength(header: fits.Header, prefix: str, n_orders: int, n_pix: int) -> np.ndarray | None:
     """The DRS wavelength solution from ``{prefix} DRS CAL TH COEFF LL{k}`` (None when absent)."""
     key = f"HIERARCH {prefix} DRS CAL TH DEG LL"
@@ -275,18 +286,12 @@ def read_harps_e2ds(path: str | os.PathLike, blaze: str | os.PathLike | None = N
         a HARPS image; ``bad_header`` without any wavelength solution.
     """
     path = os.fspath(path)
-    with open_fits(path) as hdul:
-        header = hdul[0].header
-        prefix = _harps_prefix(header, path)
-        data = hdul[0].data
-        if data is None or data.ndim != 2:
-            raise SurveyFileError(path, "no orders x pixels image in the primary HDU", code="wrong_format")
-        category = str(header.get(f"HIERARCH {prefix} DPR CATG", "SCIENCE")).strip().upper()
-        if category != "SCIENCE":
-            raise SurveyFileError(path, f"a {category} frame (DPR TYPE {header.get(f'HIERARCH {prefix} DPR TYPE')!s}), "
-                                  "not a science spectrum: blaze and wave frames are read beside the e2ds that "
-                                  "names them", code="wrong_format")
-        flux = np.asarray(data, np.float64)
+    header, prefix, flux = _harps_primary(path, 2, "orders x pixels image")
+    category = str(header.get(f"HIERARCH {prefix} DPR CATG", "SCIENCE")).strip().upper()
+    if category != "SCIENCE":
+        raise SurveyFileError(path, f"a {category} frame (DPR TYPE {header.get(f'HIERARCH {prefix} DPR TYPE')!s}), "
+                              "not a science spectrum: blaze and wave frames are read beside the e2ds that "
+                              "names them", code="wrong_format")
     n_orders, n_pix = flux.shape
     notes: list[str] = []
     wavelength = _polynomial_wavelength(header, prefix, n_orders, n_pix)
@@ -327,13 +332,7 @@ def read_harps_s1d(path: str | os.PathLike) -> EchelleSpectrum:
     their window.
     """
     path = os.fspath(path)
-    with open_fits(path) as hdul:
-        header = hdul[0].header
-        prefix = _harps_prefix(header, path)
-        data = hdul[0].data
-        if data is None or data.ndim != 1:
-            raise SurveyFileError(path, "no 1-D spectrum in the primary HDU", code="wrong_format")
-        flux = np.asarray(data, np.float64)
+    header, prefix, flux = _harps_primary(path, 1, "1-D spectrum")
     crval = header_value(header, "CRVAL1", path, float)
     cdelt = header_value(header, "CDELT1", path, float)
     crpix = header_value(header, "CRPIX1", path, float, required=False, default=1.0)

@@ -236,12 +236,14 @@ def build_grid(path: str | os.PathLike, axes: GridAxes,
         todo.append((tuple(int(i) for i in index), tuple(float(v) for v in labels)))
     # every other node of each axis first: a killed build leaves a coarser grid that already trains
     todo.sort(key=lambda node: sum(i % 2 for i in node[0]))
-    if client is False or client is None and not _has_client():
+    from ..cluster.client import current_client
+
+    client = current_client(client)
+    if client is None:
         results = [_synthesise_node(synthesize, path, i, lab, vmicro) for i, lab in todo]
     else:
         from distributed import as_completed
 
-        client = client or _current()
         futures = [client.submit(_synthesise_node, synthesize, path, i, lab, vmicro, pure=False) for i, lab in todo]
         results = []
         for future in as_completed(futures):
@@ -251,22 +253,6 @@ def build_grid(path: str | os.PathLike, axes: GridAxes,
     failed = {str(i): err for i, err in results if err}
     return {"made": len(results) - len(failed), "failed": failed, "skipped": skipped,
             "already": int(done.sum())}
-
-
-def _has_client() -> bool:
-    try:
-        from distributed import get_client
-
-        get_client()
-        return True
-    except (ImportError, ValueError):
-        return False
-
-
-def _current():
-    from distributed import get_client
-
-    return get_client()
 
 
 def grid_summary(grid: StellarGrid) -> dict[str, Any]:

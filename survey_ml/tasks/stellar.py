@@ -149,8 +149,8 @@ class Stellar(Task):
         mean = np.concatenate(means).astype(np.float64)
         cov = np.concatenate(covs).astype(np.float64)
         scale = np.asarray(info.get("error_scale", [1.0, 1.0, 1.0, 1.0]), np.float64)
-        sigma = np.sqrt(np.clip(np.diagonal(cov, axis1=1, axis2=2), 0, None)) * scale
         raw_sigma = np.sqrt(np.clip(np.diagonal(cov, axis1=1, axis2=2), 1e-30, None))
+        sigma = raw_sigma * scale
         corr = cov / (raw_sigma[:, :, None] * raw_sigma[:, None, :])
         labels = ("teff", "logg", "feh", "vsini")
         out: dict[str, np.ndarray] = {}

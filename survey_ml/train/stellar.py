@@ -18,7 +18,6 @@ import dataclasses
 import json
 import os
 import time
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from ..models.stellar_resnet import LABELS, StellarResNet, gaussian_nll
 from ..simulate.echelle_observe import EchelleObservation, degrade, render, broaden_batch
 from ..simulate.stellar_grid import StellarGrid
 from .loop import train_epochs
+from .spectral import load_recipe
 
 __all__ = ["StellarSet", "make_stellar_set", "train_stellar", "calibrate_errors", "evaluate", "template_from_grid",
            "StellarTrainConfig", "train_stellar_task"]
@@ -167,14 +167,6 @@ def template_from_grid(grid: StellarGrid, conditions: EchelleObservation,
     return np.exp(log_wave)[::step], broadened[::step].astype(np.float32)
 
 
-def _load_recipe(task_or_path: str | os.PathLike) -> tuple[dict[str, Any], Path]:
-    path = Path(task_or_path)
-    if not path.suffix:
-        path = WEIGHTS_DIR / f"{task_or_path}.toml"
-    with open(path, "rb") as fh:
-        return tomllib.load(fh), path
-
-
 def train_stellar_task(task_or_path: str | os.PathLike = "stellar", out: str | os.PathLike | None = None,
                        client=None, cache_dir: str | os.PathLike | None = None, progress: bool = True
                        ) -> dict[str, Any]:
@@ -183,7 +175,7 @@ def train_stellar_task(task_or_path: str | os.PathLike = "stellar", out: str | o
     The recipe's ``[grid] path`` is a grid built by ``bench/stellar_grid.py`` (relative paths
     are under ``cache_dir``, default ``~/.cache/survey_ml``).
     """
-    recipe, recipe_path = _load_recipe(task_or_path)
+    recipe = load_recipe(task_or_path)
     cache = Path(cache_dir or Path.home() / ".cache" / "survey_ml")
     grid_path = Path(recipe["grid"]["path"])
     grid = StellarGrid(grid_path if grid_path.is_absolute() else cache / grid_path)
@@ -201,7 +193,7 @@ def train_stellar_task(task_or_path: str | os.PathLike = "stellar", out: str | o
     rng = np.random.default_rng(config.seed + 3)
     val_x, _ = degrade(val.clean.astype(np.float32), rng, conditions)
     scale = calibrate_errors(*predict(model, val_x), val.labels)
-    report: dict[str, Any] = {"recipe": str(recipe_path.name), "grid": str(grid.path), "n_grid_nodes":
+    report: dict[str, Any] = {"recipe": Path(recipe["recipe_path"]).name, "grid": str(grid.path), "n_grid_nodes":
                               int(grid.done().sum()), "grid_axes": grid.axes.to_dict(),
                               "n_usable_cells": int(len(grid.usable_cells())), "seconds_sets": made,
                               "history": history,
