@@ -291,6 +291,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"kinematics ({report['mock']['survey']}): best epoch {report['best_epoch']} of "
               f"{report['epochs_run']}; on its training release {report['training_release_figures']}")
         return 0
+    if task.name == "stellar":
+        best = min(report["history"], key=lambda h: h["val_loss"])
+        print(f"stellar: {len(report['history'])} epochs (best {best['epoch']}), {report['seconds']:.0f} s; "
+              f"grid {report['grid']} ({report['n_grid_nodes']} nodes)")
+        for snr, m in report["test"].items():
+            print(f"  held-out {snr}: " + ", ".join(f"{k} MAE {v['mae']:.3g} (1-sigma {100 * v['coverage_1sigma']:.0f}%)"
+                                                    for k, v in m.items()))
+        print(f"  weights sha256 {report['weights_sha256'][:16]}...")
+        return 0
     if redshift:
         test = "; ".join(f"{k}: NMAD {v['nmad']:.5f}, eta {100 * v['eta']:.2f}%" for k, v in report["test"].items())
         print(f"redshift ({report['recipe']['network']}, {report['recipe']['setup']}): {report['n_spectra']} spectra "

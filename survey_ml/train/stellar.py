@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..core.inference import WEIGHTS_DIR, save_weights
+from ..core.inference import WEIGHTS_DIR, save_weights, weights_sha256
 from ..models.stellar_resnet import LABELS, StellarResNet, gaussian_nll
 from ..simulate.echelle_observe import EchelleObservation, degrade, render, broaden_batch
 from ..simulate.stellar_grid import StellarGrid
@@ -193,7 +193,7 @@ def train_stellar_task(task_or_path: str | os.PathLike = "stellar", out: str | o
     rng = np.random.default_rng(config.seed + 3)
     val_x, _ = degrade(val.clean.astype(np.float32), rng, conditions)
     scale = calibrate_errors(*predict(model, val_x), val.labels)
-    report: dict[str, Any] = {"recipe": Path(recipe["recipe_path"]).name, "grid": str(grid.path), "n_grid_nodes":
+    report: dict[str, Any] = {"task": "stellar", "recipe": Path(recipe["recipe_path"]).name, "grid": str(grid.path), "n_grid_nodes":
                               int(grid.done().sum()), "grid_axes": grid.axes.to_dict(),
                               "n_usable_cells": int(len(grid.usable_cells())), "seconds_sets": made,
                               "history": history,
@@ -212,6 +212,7 @@ def train_stellar_task(task_or_path: str | os.PathLike = "stellar", out: str | o
         "error_scale": scale.tolist(), "conditions": dataclasses.asdict(conditions),
         "grid_attrs": {k: v for k, v in grid.attrs.items() if k != "axes"}})
     report["weights"] = str(out)
+    report["weights_sha256"] = weights_sha256(out)
     report["seconds"] = time.perf_counter() - start
     out.with_suffix(".json").write_text(json.dumps(report, indent=2, default=float))
     return report
