@@ -124,6 +124,20 @@ class StellarGrid:
         return np.stack([axes[d][pick[:, d]] + frac[:, d] * (axes[d][pick[:, d] + 1] - axes[d][pick[:, d]])
                          for d in range(3)], axis=1)
 
+    def covers(self, labels: np.ndarray) -> np.ndarray:
+        """``(n,)`` whether each (Teff, log g, [Fe/H]) of ``labels`` ``(n, 3)`` lies in a usable cell."""
+        labels = np.atleast_2d(np.asarray(labels, np.float64))
+        axes = [np.asarray(a) for a in (self.axes.teff, self.axes.logg, self.axes.feh)]
+        inside = np.ones(len(labels), bool)
+        idx = []
+        for d in range(3):
+            inside &= (labels[:, d] >= axes[d][0]) & (labels[:, d] <= axes[d][-1])
+            idx.append(np.clip(np.searchsorted(axes[d], labels[:, d], side="right") - 1, 0, len(axes[d]) - 2))
+        usable = np.zeros(tuple(len(a) - 1 for a in axes), bool)
+        cells = self.usable_cells()
+        usable[cells[:, 0], cells[:, 1], cells[:, 2]] = True
+        return inside & usable[idx[0], idx[1], idx[2]]
+
     def interpolate(self, labels: np.ndarray) -> np.ndarray:
         """Spectra ``(n, n_wave)`` at ``labels`` ``(n, 3)`` by tri-linear interpolation (NaN outside usable cells).
 

@@ -37,7 +37,7 @@ import sys
 import tarfile
 import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -518,7 +518,8 @@ def synthesize(teff: float, logg: float, feh: float, alpha: float = 0.0, vmicro:
                wave_range: Sequence[float] = (5050.0, 5350.0), step: float = 0.01,
                opacity_window: float = OPACITY_WINDOW, molecules: bool = True, c12c13: float | None = None,
                moog: str | os.PathLike | None = None, keep: str | os.PathLike | None = None,
-               timeout: float = 900.0) -> tuple[np.ndarray, np.ndarray]:
+               timeout: float = 900.0, edit_lines: Callable[[np.ndarray], np.ndarray] | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
     """A continuum-normalised LTE flux spectrum from MOOG ``synth``: no rotation, no instrument.
 
     Parameters
@@ -547,6 +548,10 @@ def synthesize(teff: float, logg: float, feh: float, alpha: float = 0.0, vmicro:
         Copy MOOG's working files (model, lines, parameters, outputs) to this folder.
     timeout : float
         Seconds before the MOOG run is killed.
+    edit_lines : callable, optional
+        Applied to the line list (a structured array: ``wave``, ``species``, ``ep``,
+        ``loggf``, ``d0``) before MOOG sees it: a line list with its own errors (lines
+        dropped, oscillator strengths perturbed) for a mock made unlike the training grid.
 
     Returns
     -------
@@ -576,6 +581,8 @@ def synthesize(teff: float, logg: float, feh: float, alpha: float = 0.0, vmicro:
     if not molecules:
         lines = lines[lines["species"] < 100]
     lines = lines[np.isfinite(lines["loggf"])]
+    if edit_lines is not None:
+        lines = np.sort(edit_lines(lines.copy()), order="wave")
     strength = _strength_proxy(lines)
     strong_idx = np.sort(np.argsort(strength)[::-1][:N_STRONG])
     strong_idx = strong_idx[np.isfinite(strength[strong_idx])]
