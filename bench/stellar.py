@@ -31,6 +31,7 @@ def main() -> None:
     parser.add_argument("--n-test", type=int, default=2000)
     parser.add_argument("--n-cannon", type=int, default=300)
     parser.add_argument("--n-cannon-train", type=int, default=3000)
+    parser.add_argument("--n-bank", type=int, default=2000, help="template bank of the chi-square grid fit")
     args = parser.parse_args()
 
     from survey_ml.core.cannon import CannonModel
@@ -97,7 +98,49 @@ def main() -> None:
         out["cannon"][f"snr_{snr:g}"]["spectra_per_s"] = k / seconds
         out["network"][f"snr_{snr:g}_cannon_subset"] = evaluate(
             mean_net, np.sqrt(np.diagonal(cov_net, axis1=1, axis2=2)) * scale, test.labels[:k])
+    out["chi2_grid"] = _chi2_grid(grid, conditions, inputs, test.labels, k, args.n_bank)
     emit("stellar", out)
+
+
+def _chi2_grid(grid, conditions, inputs: dict, labels: np.ndarray, k: int, n_bank: int = 2000) -> dict:
+    """The chi-square fit of the same grid (survey_ml.core.grid_fit) to the first ``k`` test spectra."""
+    from survey_ml.core.echelle import continuum_normalise
+    from survey_ml.core.grid_fit import bank_start, fit_spectra
+    from survey_ml.simulate.echelle_observe import render
+    from survey_ml.train.stellar import evaluate
+
+    exact = replace(conditions, rv_error_kms=0.0)
+    rng = np.random.default_rng(0)
+
+    def model(theta: np.ndarray) -> np.ndarray:
+        clean = render(grid.wavelength, grid.interpolate(theta[:, :3]), theta[:, 3], rng, exact)
+        flat = clean.reshape(-1, conditions.n_pix).astype(np.float64)
+        normalised, _ = continuum_normalise(flat, np.ones_like(flat))
+        return normalised.reshape(len(theta), -1)
+
+    t0 = time.perf_counter()
+    bank_labels = np.column_stack([grid.sample_labels(n_bank, rng), rng.uniform(0.0, 30.0, n_bank)])
+    bank = np.concatenate([model(bank_labels[i:i + 250]) for i in range(0, n_bank, 250)])
+    bank_seconds = time.perf_counter() - t0
+    lower = np.array([*grid.label_min, 0.0])
+    upper = np.array([*grid.label_max, 30.0])
+    step = np.array([10.0, 0.02, 0.01, 0.2])
+    out: dict = {"bank_size": n_bank, "bank_seconds": bank_seconds}
+    for snr in (20.0, 50.0):
+        x = inputs[snr][:k]
+        flux = x[:, 0].reshape(k, -1).astype(np.float64)
+        ivar = np.where(x[:, 1].reshape(k, -1) > 0, snr ** 2, 0.0)
+        t0 = time.perf_counter()
+        means, sigmas = [], []
+        for i in range(0, k, 100):
+            best, _ = bank_start(flux[i:i + 100], ivar[i:i + 100], bank)
+            fit = fit_spectra(model, flux[i:i + 100], ivar[i:i + 100], bank_labels[best], lower, upper, step)
+            means.append(fit.labels)
+            sigmas.append(np.sqrt(np.abs(np.diagonal(fit.covariance, axis1=1, axis2=2))))
+        seconds = time.perf_counter() - t0
+        out[f"snr_{snr:g}"] = evaluate(np.concatenate(means), np.concatenate(sigmas), labels[:k])
+        out[f"snr_{snr:g}"]["spectra_per_s"] = k / seconds
+    return out
 
 
 def _load_report(weights: str) -> dict:
