@@ -38,7 +38,9 @@ def main() -> None:
     from survey_ml.core.inference import load_model
     from survey_ml.simulate.echelle_observe import EchelleObservation, degrade
     from survey_ml.simulate.stellar_grid import StellarGrid
-    from survey_ml.train.stellar import evaluate, make_stellar_set, predict
+    from survey_ml.core.echelle import input_snr
+    from survey_ml.core.uncertainty import ErrorCalibration
+    from survey_ml.train.stellar import calibrated_sigma, evaluate, make_stellar_set, predict
 
     torch.set_num_threads(2)
     model, info = load_model(args.weights, "cpu")
@@ -47,7 +49,10 @@ def main() -> None:
     grid = StellarGrid(report["grid"])
     if report.get("grid_axes") and list(report["grid_axes"]["teff"]) != list(grid.axes.teff):
         grid = grid.coarsened()
-    scale = np.asarray(info["error_scale"])
+    calibration = [ErrorCalibration.from_dict(c) for c in info["error_calibration"]]
+
+    def errors(cov: np.ndarray, x: np.ndarray) -> np.ndarray:   # calibrated, at the inputs' measured S/N
+        return calibrated_sigma(cov, calibration, input_snr(x[:, 0], x[:, 1] > 0))
     test = make_stellar_set(grid, args.n_test, 9000, conditions)
     rng = np.random.default_rng(9001)
     out: dict = {"weights": Path(args.weights).name, "grid": report["grid"], "grid_axes": grid.axes.to_dict(),
@@ -57,7 +62,7 @@ def main() -> None:
         x, _ = degrade(test.clean.astype(np.float32), rng, conditions, snr=np.full(args.n_test, snr))
         inputs[snr] = x
         mean, cov = predict(model, x)
-        out["network"][f"snr_{snr:g}"] = evaluate(mean, np.sqrt(np.diagonal(cov, axis1=1, axis2=2)) * scale,
+        out["network"][f"snr_{snr:g}"] = evaluate(mean, errors(cov, x),
                                                   test.labels)
     # other settings: a curved continuum the training never had, and a worse radial velocity
     shifted = replace(conditions, rv_error_kms=2 * conditions.rv_error_kms)
@@ -67,7 +72,7 @@ def main() -> None:
     x, _ = degrade((other.clean.astype(np.float32) * curve).astype(np.float32), rng, conditions,
                    snr=np.full(args.n_test, 20.0))
     mean, cov = predict(model, x)
-    out["network"]["other_settings_snr_20"] = evaluate(mean, np.sqrt(np.diagonal(cov, axis1=1, axis2=2)) * scale,
+    out["network"]["other_settings_snr_20"] = evaluate(mean, errors(cov, x),
                                                        other.labels)
     # speed, network only
     batch = torch.from_numpy(inputs[20.0][:128])
@@ -97,7 +102,7 @@ def main() -> None:
                                                  test.labels[:k])
         out["cannon"][f"snr_{snr:g}"]["spectra_per_s"] = k / seconds
         out["network"][f"snr_{snr:g}_cannon_subset"] = evaluate(
-            mean_net, np.sqrt(np.diagonal(cov_net, axis1=1, axis2=2)) * scale, test.labels[:k])
+            mean_net, errors(cov_net, x), test.labels[:k])
     out["chi2_grid"] = _chi2_grid(grid, conditions, inputs, test.labels, k, args.n_bank)
     emit("stellar", out)
 

@@ -14,11 +14,11 @@ import pandas as pd
 import pytest
 import torch
 
-from survey_ml.core.echelle import cross_correlation_rv
+from survey_ml.core.echelle import cross_correlation_rv, input_snr
 from survey_ml.simulate.echelle_observe import EchelleObservation, degrade, render
 from survey_ml.simulate.stellar_grid import GridAxes, StellarGrid, alpha_for, build_grid
-from survey_ml.train.stellar import (StellarTrainConfig, calibrate_errors, evaluate, make_stellar_set, predict,
-                                     template_from_grid, train_stellar)
+from survey_ml.train.stellar import (StellarTrainConfig, calibrate_errors, calibrated_sigma, evaluate,
+                                     make_stellar_set, predict, template_from_grid, train_stellar)
 
 WAVE = np.arange(5030.0, 5370.0, 0.02)
 _LINES = np.random.default_rng(7).uniform(5035.0, 5365.0, 400)
@@ -85,10 +85,16 @@ def test_training_learns_and_calibrates(toy_grid, tmp_path):
     assert min(h["val_loss"] for h in history) < history[0]["val_loss"]
     x, _ = degrade(val.clean.astype(np.float32), np.random.default_rng(5), SMALL)
     mean, cov = predict(model, x)
-    scale = calibrate_errors(mean, cov, val.labels)
-    sigma = np.sqrt(np.diagonal(cov, axis1=1, axis2=2)) * scale
+    snr = input_snr(x[:, 0], x[:, 1] > 0)
+    calibration = calibrate_errors(mean, cov, val.labels, snr)
+    sigma = calibrated_sigma(cov, calibration, snr)
     scores = evaluate(mean, sigma, val.labels)
-    assert all(abs(s["coverage_1sigma"] - 0.683) < 0.01 for s in scores.values())  # calibrated on this very set
+    # calibrated on this very set, in S/N bins of 50 spectra for 1 and 2 sigma at once (a compromise
+    # where a 5-epoch network's residuals are far from Gaussian: its tails are thin)
+    assert all(abs(s["coverage_1sigma"] - 0.683) < 0.06 and 0.92 <= s["coverage_2sigma"]
+               for s in scores.values()), {k: (s["coverage_1sigma"], s["coverage_2sigma"]) for k, s in scores.items()}
+    # the factor grows towards low S/N (the network's own sigma follows the noise too little)
+    assert all(c.scales[-1] >= c.scales[0] for c in calibration)
     # after 5 short epochs v sin i (line widths) is read far better than a guess of the mean
     assert scores["vsini"]["mae"] < 0.6 * np.mean(np.abs(val.labels[:, 3] - val.labels[:, 3].mean()))
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 
 __all__ = ["segments", "resample_segments", "order_grid", "continuum_normalise", "log_lambda_grid",
-           "cross_correlation_rv"]
+           "cross_correlation_rv", "input_snr"]
 
 
 def segments(wavelength: np.ndarray, flux: np.ndarray, ivar: np.ndarray, width: int,
@@ -239,3 +239,35 @@ def cross_correlation_rv(pieces: Sequence[tuple[np.ndarray, np.ndarray, np.ndarr
         denominator = a - 2 * b + c
         offset = 0.5 * (a - c) / denominator if denominator != 0 else 0.0
     return float((lags[k] + offset) * velocity_step_kms), float(values[k])
+
+
+def input_snr(flux: np.ndarray, good: np.ndarray) -> np.ndarray:
+    """S/N per pixel of continuum-normalised spectra, by DER_SNR (Stoehr et al. 2008) over all their pixels.
+
+    ``flux`` and ``good`` are ``(n, ..., n_pix)`` (e.g. the stellar task's ``(n, n_orders,
+    n_pix)`` model inputs and their good-pixel masks). The noise is ``1.482602 / sqrt(6)``
+    times the median of ``|2 f_i - f_{i-2} - f_{i+2}|`` over pixels whose neighbours are good,
+    the signal the median good flux; NaN for a spectrum with fewer than 100 such pixels. It is
+    measured the same way on training inputs and on a survey's spectra, so error models may
+    depend on it.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> flux = 1 + rng.normal(0, 1 / np.array([10.0, 50.0])[:, None, None], (2, 4, 2000))
+    >>> [round(float(v)) for v in input_snr(flux, np.ones_like(flux, bool))]
+    [10, 50]
+    """
+    flux = np.asarray(flux, np.float64)
+    good = np.asarray(good, bool)
+    second = np.abs(2 * flux[..., 2:-2] - flux[..., :-4] - flux[..., 4:])
+    usable = good[..., 2:-2] & good[..., :-4] & good[..., 4:]
+    n = len(flux)
+    second = np.where(usable, second, np.nan).reshape(n, -1)
+    signal = np.where(good, flux, np.nan).reshape(n, -1)
+    enough = np.count_nonzero(usable.reshape(n, -1), axis=1) >= 100
+    out = np.full(n, np.nan)
+    if enough.any():
+        noise = 1.482602 / np.sqrt(6.0) * np.nanmedian(second[enough], axis=1)
+        out[enough] = np.nanmedian(signal[enough], axis=1) / noise
+    return out

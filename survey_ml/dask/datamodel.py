@@ -16,7 +16,7 @@ from .blocks import HEAD_COLUMNS, TAIL_COLUMNS, catalog_columns
 __all__ = ["datamodel_markdown"]
 
 #: The shipped release specs, in the order the page lists them.
-RELEASES = ("dr10", "sami-dr3", "manga-dr17")
+RELEASES = ("dr10", "sami-dr3", "manga-dr17", "harps")
 
 
 def _table(columns) -> list[str]:

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..core.echelle import continuum_normalise, cross_correlation_rv, resample_segments
+from ..core.echelle import continuum_normalise, cross_correlation_rv, input_snr, resample_segments
+from ..core.uncertainty import ErrorCalibration
 from ..io.echelle import SPEED_OF_LIGHT_KMS
 from .base import Batch, Block, Column, Task
 
@@ -98,6 +99,8 @@ class Stellar(Task):
         Column("vsini_err", "float32", "km / s", "1-sigma error of vsini (calibrated)", ucd="stat.error;phys.veloc.rotat"),
         *(Column(f"rho_{a}_{b}", "float32", "", f"correlation coefficient of the {a} and {b} errors",
                  ucd="stat.correlation") for a, b in _PAIRS),
+        Column("snr_pixel", "float32", "", "S/N per pixel of the continuum-normalised model input (DER_SNR), "
+               "which the error calibration uses", ucd="stat.snr"),
         Column("rv_kms", "float32", "km / s", "barycentric radial velocity from the CCF with the weights' template",
                ucd="spect.dopplerVeloc.opt"),
         Column("ccf_peak", "float32", "", "normalised CCF peak height (1 = the template matches exactly)",
@@ -131,6 +134,7 @@ class Stellar(Task):
                                                for c in coverage[few]])
         keep = ~few
         return Batch(rows[keep], {"x": inputs[keep], "rv": rv[keep], "peak": peak[keep],
+                                  "snr": input_snr(inputs[keep, 0], inputs[keep, 1] > 0),
                                   "sn50": block.rows["sn50"].to_numpy(float)[rows[keep]],
                                   "coverage": coverage[keep]})
 
@@ -148,9 +152,13 @@ class Stellar(Task):
                 covs.append(cov.cpu().numpy())
         mean = np.concatenate(means).astype(np.float64)
         cov = np.concatenate(covs).astype(np.float64)
-        scale = np.asarray(info.get("error_scale", [1.0, 1.0, 1.0, 1.0]), np.float64)
         raw_sigma = np.sqrt(np.clip(np.diagonal(cov, axis1=1, axis2=2), 1e-30, None))
-        sigma = raw_sigma * scale
+        snr = batch.inputs["snr"]
+        if "error_calibration" in info:   # sigma rescaled in bins of the input's S/N (train.stellar.calibrate_errors)
+            sigma = np.stack([ErrorCalibration.from_dict(c).apply(raw_sigma[:, j], 1.0 / snr)
+                              for j, c in enumerate(info["error_calibration"])], axis=1).astype(np.float64)
+        else:                             # one factor per label
+            sigma = raw_sigma * np.asarray(info.get("error_scale", [1.0, 1.0, 1.0, 1.0]), np.float64)
         corr = cov / (raw_sigma[:, :, None] * raw_sigma[:, None, :])
         labels = ("teff", "logg", "feh", "vsini")
         out: dict[str, np.ndarray] = {}
@@ -159,6 +167,7 @@ class Stellar(Task):
             out[f"{label}_err"] = sigma[:, j].astype(np.float32)
         for a, b in _PAIRS:
             out[f"rho_{a}_{b}"] = corr[:, labels.index(a), labels.index(b)].astype(np.float32)
+        out["snr_pixel"] = snr.astype(np.float32)
         out["rv_kms"] = batch.inputs["rv"].astype(np.float32)
         out["ccf_peak"] = batch.inputs["peak"].astype(np.float32)
         low, high = np.asarray(info["label_min"], np.float64), np.asarray(info["label_max"], np.float64)
