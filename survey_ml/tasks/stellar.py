@@ -39,7 +39,7 @@ class StellarOptions:
     """``[tasks.stellar]``."""
 
     batch_size: int = 64             #: spectra per forward pass
-    min_sn: float = 5.0              #: rows whose header S/N at 550 nm is lower are flagged LOW_SN (still predicted)
+    min_sn: float = 5.0              #: rows whose S/N (header's at 550 nm, else snr_pixel) is lower: LOW_SN (still predicted)
     min_good_fraction: float = 0.5   #: least share of good model-grid pixels to predict at all
     min_ccf_peak: float = 0.2        #: a lower CCF peak flags POOR_CCF (template mismatch or no star)
     v_max_kms: float = 500.0         #: radial-velocity search range, +-km/s
@@ -172,7 +172,10 @@ class Stellar(Task):
         out["ccf_peak"] = batch.inputs["peak"].astype(np.float32)
         low, high = np.asarray(info["label_min"], np.float64), np.asarray(info["label_max"], np.float64)
         edge = ((mean < low + 0.02 * (high - low)) | (mean > high - 0.02 * (high - low)))[:, :3].any(axis=1)
-        flag = (np.where(~(batch.inputs["sn50"] >= self.options.min_sn), FLAGS["LOW_SN"], 0)
+        # the header's S/N at 550 nm where the file has one (HARPS DRS SN50), else the measured one
+        header_sn = batch.inputs["sn50"]
+        sn = np.where(np.isfinite(header_sn), header_sn, snr)
+        flag = (np.where(~(sn >= self.options.min_sn), FLAGS["LOW_SN"], 0)
                 | np.where(~(batch.inputs["peak"] >= self.options.min_ccf_peak), FLAGS["POOR_CCF"], 0)
                 | np.where(batch.inputs["coverage"] < 0.8, FLAGS["FEW_PIXELS"], 0)
                 | np.where(edge, FLAGS["EDGE"], 0))
