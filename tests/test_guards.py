@@ -207,7 +207,7 @@ def test_symbolic_links_are_followed_once_and_broken_ones_flagged(tmp_path, real
 
 # --------------------------------------------------------------------------- command lines that cannot work
 @pytest.mark.parametrize("argv, says", [
-    (["run-catalog", "dr11"], "no release spec 'dr11' (shipped: dr10, manga-dr17, sami-dr3)"),
+    (["run-catalog", "dr11"], "no release spec 'dr11' (shipped: dr10, harps, manga-dr17, sami-dr3)"),
     (["run-catalog", "{tmp}"], "is a folder: give the release"),
     (["run-catalog", "dr10", "--input", "/no/such/path"], "--input /no/such/path does not exist"),
     (["run-catalog", "dr10", "--input", "{tmp}"], "holds no survey files"),
