@@ -6,8 +6,9 @@ model input ``(n, 2, n_orders, n_pix)`` - continuum-normalised flux and a good-p
 the model's order grid (:func:`survey_ml.core.echelle.order_grid`). On the way it applies,
 per spectrum and drawn from :class:`EchelleObservation`:
 
-* rotation (Gray's profile, linear limb darkening) and the instrumental profile (Gaussian of
-  FWHM lambda / R), convolved on a log-lambda grid;
+* rotation (Gray's profile, linear limb darkening), optionally macroturbulence (Gaussian, Valenti &
+  Fischer 2005 with scatter) with a drawn limb darkening and resolving power, and the
+  instrumental profile (Gaussian of FWHM lambda / R), convolved on a log-lambda grid;
 * the residual radial velocity the task's cross-correlation leaves (a Gaussian of
   ``rv_error_kms``);
 * a linear slant and a scale across each order (flux calibration / deblazing residuals, as
@@ -25,7 +26,8 @@ import numpy as np
 from ..core.echelle import continuum_normalise, order_grid
 from ..io.echelle import SPEED_OF_LIGHT_KMS
 
-__all__ = ["EchelleObservation", "observe", "render", "degrade", "broaden_batch", "HARPS_CCD_GAP"]
+__all__ = ["EchelleObservation", "observe", "render", "degrade", "broaden_batch", "nuisance", "valenti_fischer_vmacro",
+           "HARPS_CCD_GAP"]
 
 #: Air wavelengths (A) HARPS's two-CCD mosaic does not record (as in the Gl273 fixture).
 HARPS_CCD_GAP = (5304.6, 5337.5)
@@ -57,6 +59,12 @@ class EchelleObservation:
         Share of spectra with the HARPS CCD gap masked.
     limb_darkening : float
         Linear limb-darkening coefficient of the rotation profile.
+    vmacro_scatter : float or None
+        None: no macroturbulence, nominal resolution and limb darkening for every spectrum.
+        A number: per spectrum, Gaussian macroturbulence from :func:`valenti_fischer_vmacro`
+        with this scatter (km/s), limb darkening uniform in ``limb_darkening_range`` and the
+        resolution jittered by ``resolution_jitter`` (a fraction) - nuisances a real
+        spectrograph's stars have (:func:`nuisance`).
     """
 
     resolution: float = 115_000.0
@@ -70,6 +78,9 @@ class EchelleObservation:
     bad_columns: float = 0.5
     gap_probability: float = 0.3
     limb_darkening: float = 0.6
+    vmacro_scatter: float | None = None
+    limb_darkening_range: tuple[float, float] = (0.3, 0.9)
+    resolution_jitter: float = 0.08
 
     def grid(self) -> np.ndarray:
         """The model grid (air A), ``(n_orders, n_pix)``."""
@@ -91,9 +102,9 @@ def _rotation_kernel(velocity: np.ndarray, vsini: float, epsilon: float) -> np.n
     return kernel / kernel.sum()
 
 
-def broaden_batch(log_wave: np.ndarray, flux: np.ndarray, vsini: np.ndarray, resolution: float,
-                  epsilon: float = 0.6) -> np.ndarray:
-    """Rotation + Gaussian instrumental profile of spectra on one log-lambda grid, by FFT.
+def broaden_batch(log_wave: np.ndarray, flux: np.ndarray, vsini: np.ndarray, resolution: float | np.ndarray,
+                  epsilon: float | np.ndarray = 0.6, vmacro: np.ndarray | None = None) -> np.ndarray:
+    """Rotation, macroturbulence and a Gaussian instrumental profile of spectra on one log-lambda grid, by FFT.
 
     Parameters
     ----------
@@ -103,6 +114,10 @@ def broaden_batch(log_wave: np.ndarray, flux: np.ndarray, vsini: np.ndarray, res
         ``(n, n_pix)`` normalised flux (continuum 1).
     vsini : numpy.ndarray
         ``(n,)`` projected rotation, km/s.
+    resolution, epsilon : float or numpy.ndarray
+        Resolving power and linear limb darkening, one for all or ``(n,)``.
+    vmacro : numpy.ndarray, optional
+        ``(n,)`` macroturbulence zeta, km/s, as an isotropic Gaussian ``exp(-(v / zeta)^2)``.
 
     Examples
     --------
@@ -114,36 +129,85 @@ def broaden_batch(log_wave: np.ndarray, flux: np.ndarray, vsini: np.ndarray, res
     [1.0, 1.0]
     >>> bool(out[1].min() > out[0].min())    # the rotating star's line is shallower
     True
+    >>> macro = broaden_batch(lw, flux[None], np.array([0.0]), 115000.0, vmacro=np.array([4.0]))
+    >>> bool(out[0].min() < macro[0].min())
+    True
     """
     flux = np.atleast_2d(np.asarray(flux, np.float64))
+    n = len(flux)
+    vsini = np.broadcast_to(np.asarray(vsini, np.float64), (n,))
+    resolution = np.broadcast_to(np.asarray(resolution, np.float64), (n,))
+    epsilon = np.broadcast_to(np.asarray(epsilon, np.float64), (n,))
+    vmacro = np.zeros(n) if vmacro is None else np.broadcast_to(np.asarray(vmacro, np.float64), (n,))
     step_kms = (log_wave[1] - log_wave[0]) * SPEED_OF_LIGHT_KMS
     sigma_inst = SPEED_OF_LIGHT_KMS / resolution / 2.3548
-    half = int(np.ceil((float(np.max(vsini, initial=0.0)) + 5 * sigma_inst) / step_kms)) + 1
+    reach = float(np.max(vsini, initial=0.0)) + 5 * float(np.max(sigma_inst)) + 3 * float(np.max(vmacro, initial=0.0))
+    half = int(np.ceil(reach / step_kms)) + 1
     velocity = np.arange(-half, half + 1) * step_kms
-    gauss = np.exp(-0.5 * (velocity / sigma_inst) ** 2)
-    gauss /= gauss.sum()
     n_fft = int(2 ** np.ceil(np.log2(flux.shape[1] + 2 * half + 1)))
     depth = 1.0 - flux  # convolve the line depth: the continuum stays 1 at the edges
     spectrum = np.fft.rfft(depth, n_fft, axis=1)
-    kernels = np.stack([np.convolve(_rotation_kernel(velocity, float(v), epsilon), gauss, mode="same")
-                        for v in np.asarray(vsini, np.float64)])
+    kernels = np.empty((n, velocity.size))
+    for k in range(n):
+        kernel = np.exp(-0.5 * (velocity / sigma_inst[k]) ** 2)
+        if vmacro[k] > 0.05 * step_kms:
+            macro = np.exp(-(velocity / vmacro[k]) ** 2)
+            kernel = np.convolve(kernel, macro / macro.sum(), mode="same")
+        kernels[k] = np.convolve(_rotation_kernel(velocity, float(vsini[k]), float(epsilon[k])), kernel / kernel.sum(),
+                                 mode="same")
+    kernels /= kernels.sum(axis=1, keepdims=True)
     kernel_ft = np.fft.rfft(np.roll(np.pad(kernels, ((0, 0), (0, n_fft - kernels.shape[1]))), -half, axis=1),
                             axis=1)
     out = np.fft.irfft(spectrum * kernel_ft, n_fft, axis=1)[:, :flux.shape[1]]
     return 1.0 - out
 
 
+def valenti_fischer_vmacro(teff: np.ndarray, logg: np.ndarray) -> np.ndarray:
+    """Macroturbulence (km/s): Valenti & Fischer (2005) ``3.98 + (Teff - 5770) / 650`` for log g >= 3.5,
+    5 km/s for giants; floored at 0.5.
+
+    >>> valenti_fischer_vmacro(np.array([5770.0, 4500.0]), np.array([4.4, 2.5])).round(2).tolist()
+    [3.98, 5.0]
+    """
+    teff, logg = np.asarray(teff, np.float64), np.asarray(logg, np.float64)
+    return np.maximum(np.where(logg >= 3.5, 3.98 + (teff - 5770.0) / 650.0, 5.0), 0.5)
+
+
+def nuisance(labels: np.ndarray, rng: np.random.Generator,
+             conditions: EchelleObservation) -> dict[str, np.ndarray]:
+    """Per-spectrum broadening the labels do not fix: macroturbulence, limb darkening, resolving power.
+
+    ``labels`` ``(n, >=2)`` start with Teff and log g. With ``conditions.vmacro_scatter`` None
+    (the default) every spectrum gets the nominal resolution and limb darkening and no
+    macroturbulence; otherwise zeta is :func:`valenti_fischer_vmacro` plus a Gaussian of that
+    scatter (floored at 0), epsilon is uniform in ``limb_darkening_range`` and R uniform in
+    ``resolution * (1 +- resolution_jitter)``.
+    """
+    c = conditions
+    n = len(labels)
+    if c.vmacro_scatter is None:
+        return {"vmacro": np.zeros(n), "epsilon": np.full(n, c.limb_darkening), "resolution": np.full(n, c.resolution)}
+    vmacro = np.maximum(valenti_fischer_vmacro(labels[:, 0], labels[:, 1]) + rng.normal(0.0, c.vmacro_scatter, n), 0.0)
+    return {"vmacro": vmacro, "epsilon": rng.uniform(*c.limb_darkening_range, n),
+            "resolution": c.resolution * (1.0 + rng.uniform(-c.resolution_jitter, c.resolution_jitter, n))}
+
+
 def render(wave: np.ndarray, flux: np.ndarray, vsini: np.ndarray, rng: np.random.Generator,
-           conditions: EchelleObservation = EchelleObservation()) -> np.ndarray:
+           conditions: EchelleObservation = EchelleObservation(),
+           broadening: dict[str, np.ndarray] | None = None) -> np.ndarray:
     """Noise-free spectra on the model grid ``(n, n_orders, n_pix)``: broadened, with the RV residual.
 
     ``wave`` ``(n_hr,)`` air A (increasing, covering the window with margin), ``flux``
-    ``(n, n_hr)`` continuum-normalised rest-frame spectra, ``vsini`` ``(n,)`` km/s.
+    ``(n, n_hr)`` continuum-normalised rest-frame spectra, ``vsini`` ``(n,)`` km/s;
+    ``broadening`` per-spectrum ``vmacro``, ``epsilon``, ``resolution`` (:func:`nuisance`;
+    default the nominal resolution and limb darkening, no macroturbulence).
     """
     c = conditions
     log_wave = np.linspace(np.log(wave[0]), np.log(wave[-1]), wave.size)
     even = np.stack([np.interp(np.exp(log_wave), wave, f) for f in np.atleast_2d(flux)])
-    broadened = broaden_batch(log_wave, even, np.asarray(vsini, np.float64), c.resolution, c.limb_darkening)
+    b = broadening or {}
+    broadened = broaden_batch(log_wave, even, np.asarray(vsini, np.float64), b.get("resolution", c.resolution),
+                              b.get("epsilon", c.limb_darkening), b.get("vmacro"))
     grid = np.log(c.grid())
     out = np.empty((len(broadened), c.n_orders, c.n_pix), np.float32)
     for k, spectrum in enumerate(broadened):

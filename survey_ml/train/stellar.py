@@ -30,7 +30,7 @@ from ..core.echelle import input_snr
 from ..core.inference import WEIGHTS_DIR, load_model, save_weights, weights_sha256
 from ..core.uncertainty import ErrorCalibration
 from ..models.stellar_resnet import LABELS, StellarResNet, gaussian_nll
-from ..simulate.echelle_observe import EchelleObservation, degrade, render, broaden_batch
+from ..simulate.echelle_observe import EchelleObservation, broaden_batch, degrade, nuisance, render
 from ..simulate.stellar_grid import StellarGrid
 from .loop import train_epochs
 from .spectral import load_recipe
@@ -56,7 +56,8 @@ def make_stellar_set(grid: StellarGrid, n: int, seed: int, conditions: EchelleOb
     for start in range(0, n, chunk):
         part = labels[start:start + chunk]
         flux = grid.interpolate(part[:, :3])
-        clean[start:start + chunk] = render(grid.wavelength, flux, part[:, 3], rng, conditions)
+        broadening = nuisance(part, rng, conditions) if conditions.vmacro_scatter is not None else None
+        clean[start:start + chunk] = render(grid.wavelength, flux, part[:, 3], rng, conditions, broadening)
     return StellarSet(clean, labels)
 
 
