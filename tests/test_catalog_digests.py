@@ -8,9 +8,10 @@ import numpy as np
 from tests.catalog_digests import DIGESTS, catalog_digest, fixed_runs
 
 #: Columns added on purpose since the digests were first recorded (release -> names); a recording
-#: made since may hold them too (re-recorded 2026-12-05 for the issue-15 weights; sami-dr3's kinematic columns
-#: re-recorded 2026-12-06: the recording commit 199427e itself gives the new values in today's environment, so a
-#: dependency changed them, not the code).
+#: made since may hold them too (re-recorded 2026-12-05 for the issue-15 weights; the IFU kinematic columns
+#: re-recorded 2026-12-06 on an idle machine, where every run gives them: the recording commit 199427e gives the
+#: same values today; under heavy load a run once gave the old manga-dr17 values - the IFU path is not yet
+#: bit-reproducible under every scheduling).
 ADDED: dict[str, set[str]] = {"dr10": {"z_cnn_pmax",        # the redshift task's 5th column, once dropped
                                        "oh12_ood", "oh12_ood_flag"}}  # issue 15: OOD score of the metallicity network
 
