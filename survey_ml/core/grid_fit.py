@@ -45,6 +45,17 @@ def bank_start(flux: np.ndarray, ivar: np.ndarray, bank: np.ndarray) -> tuple[np
     return best, chi2[np.arange(len(flux)), best]
 
 
+def _jacobian(model: Callable[[np.ndarray], np.ndarray], labels: np.ndarray, current: np.ndarray,
+              upper: np.ndarray, step: np.ndarray, out: np.ndarray) -> None:
+    """Forward differences of ``model`` at ``labels`` into ``out`` ``(n, n_pix, k)``, stepping back from ``upper``."""
+    for j in range(labels.shape[1]):
+        moved = labels.copy()
+        sign = np.where(labels[:, j] + step[j] > upper[j], -1.0, 1.0)   # towards the inside of the box
+        moved[:, j] += sign * step[j]
+        out[:, :, j] = (model(moved) - current) / (sign * step[j])[:, None]
+    out[~np.isfinite(out)] = 0.0   # a step off the model's domain (NaN) carries no slope
+
+
 def fit_spectra(model: Callable[[np.ndarray], np.ndarray], flux: np.ndarray, ivar: np.ndarray, start: np.ndarray,
                 lower: np.ndarray, upper: np.ndarray, step: np.ndarray, n_iter: int = 15, clip: float = 5.0,
                 damping: float = 1e-2) -> GridFit:
@@ -97,13 +108,7 @@ def fit_spectra(model: Callable[[np.ndarray], np.ndarray], flux: np.ndarray, iva
     lam = np.full(n, damping)
     jacobian = np.empty((n, flux.shape[1], k))
     for iteration in range(n_iter):
-        for j in range(k):
-            moved = labels.copy()
-            # step towards the inside of the box at the upper bound
-            sign = np.where(labels[:, j] + step[j] > upper[j], -1.0, 1.0)
-            moved[:, j] += sign * step[j]
-            jacobian[:, :, j] = (model(moved) - current) / (sign * step[j])[:, None]
-        jacobian[~np.isfinite(jacobian)] = 0.0   # a step off the model's domain (NaN) carries no slope
+        _jacobian(model, labels, current, upper, step, jacobian)
         weighted = jacobian * ivar[:, :, None]
         normal = np.einsum("npi,npj->nij", weighted, jacobian)
         gradient = np.einsum("npi,np->ni", weighted, flux - current)
@@ -118,12 +123,7 @@ def fit_spectra(model: Callable[[np.ndarray], np.ndarray], flux: np.ndarray, iva
         lam = np.where(better, lam / 3.0, lam * 4.0)
         if np.all(np.abs(delta) < 0.01 * step):
             break
-    for j in range(k):   # the Jacobian at the solution, for the covariance
-        moved = labels.copy()
-        sign = np.where(labels[:, j] + step[j] > upper[j], -1.0, 1.0)
-        moved[:, j] += sign * step[j]
-        jacobian[:, :, j] = (model(moved) - current) / (sign * step[j])[:, None]
-    jacobian[~np.isfinite(jacobian)] = 0.0
+    _jacobian(model, labels, current, upper, step, jacobian)   # at the solution, for the covariance
     normal = np.einsum("npi,npj->nij", jacobian * ivar[:, :, None], jacobian)
     dof = np.maximum(np.count_nonzero(ivar > 0, axis=1) - k, 1)
     reduced = chi2 / dof

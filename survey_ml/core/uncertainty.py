@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["FeatureDensity", "ErrorCalibration", "ErrorFloor", "coverage", "GAUSS_COVERAGE"]
+__all__ = ["FeatureDensity", "ErrorCalibration", "ErrorFloor", "coverage", "calibrated_sigma", "GAUSS_COVERAGE"]
 
 #: Share of a Gaussian within 1 and 2 sigma.
 GAUSS_COVERAGE = {1: 0.6827, 2: 0.9545}
@@ -249,3 +249,16 @@ class ErrorFloor:
     @classmethod
     def from_dict(cls, data: dict) -> "ErrorFloor":
         return cls(scale=float(data["scale"]), floor=float(data["floor"]))
+
+
+def calibrated_sigma(cov: np.ndarray, calibration: list[ErrorCalibration], snr: np.ndarray) -> np.ndarray:
+    """``(n, k)`` calibrated 1-sigma errors from a network's covariances ``(n, k, k)``: label ``j``'s
+    sigma through ``calibration[j]`` at the score ``1 / snr`` (the stellar task's S/N-binned errors).
+
+    >>> cal = ErrorCalibration(edges=np.array([0.0, 0.05, 1.0]), scales=np.array([1.0, 2.0]))
+    >>> calibrated_sigma(np.array([[[4.0]], [[4.0]]]), [cal], np.array([100.0, 10.0]))[:, 0].tolist()
+    [2.0, 4.0]
+    """
+    sigma = np.sqrt(np.clip(np.diagonal(cov, axis1=1, axis2=2), 1e-30, None))
+    score = 1.0 / np.asarray(snr, np.float64)
+    return np.stack([c.apply(sigma[:, j], score) for j, c in enumerate(calibration)], axis=1).astype(np.float64)

@@ -36,12 +36,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..io.echelle import read_harps_e2ds
+from ..io.echelle import SPEED_OF_LIGHT_KMS, read_harps_e2ds
 
 __all__ = ["HarpsMockPlan", "draw_population", "bruntt_vmicro", "doyle_vmacro", "macroturbulence_kernel",
            "line_list_errors", "star_spectrum", "observe_e2ds", "write_harps_mock", "DEFAULT_TEMPLATE"]
 
-C_KMS = 299792.458
 #: The real HARPS e2ds whose wavelength solution, blaze and header the mock borrows.
 DEFAULT_TEMPLATE = (Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "real" / "harps"
                     / "HARPS.2003-12-13T06:19:48.371_e2ds_A.fits")
@@ -240,10 +239,10 @@ def star_spectrum(star: pd.Series | dict, plan: HarpsMockPlan, seed: int,
 def _broadened(ln_wave: np.ndarray, flux: np.ndarray, star, resolution: float) -> np.ndarray:
     from scipy.signal import fftconvolve
 
-    dv = (ln_wave[1] - ln_wave[0]) * C_KMS
+    dv = (ln_wave[1] - ln_wave[0]) * SPEED_OF_LIGHT_KMS
     kernel = np.convolve(_rotation_profile(dv, float(star["vsini"]), float(star["limb_darkening"])),
                          macroturbulence_kernel(dv, float(star["vmacro"]), float(star["limb_darkening"])))
-    sigma = C_KMS / resolution / 2.3548
+    sigma = SPEED_OF_LIGHT_KMS / resolution / 2.3548
     half = int(np.ceil(5 * sigma / dv))
     gauss = np.exp(-0.5 * (dv * np.arange(-half, half + 1) / sigma) ** 2)
     kernel = np.convolve(kernel, gauss / gauss.sum())
@@ -268,7 +267,7 @@ def observe_e2ds(ln_wave: np.ndarray, flux: np.ndarray, star, wavelength: np.nda
     """
     n_orders, n_pix = wavelength.shape
     # Earth-frame wavelengths: the star's barycentric RV less the Earth's motion (BERV)
-    shift = (1.0 + float(star["rv_kms"]) / C_KMS) / (1.0 + float(star["berv_kms"]) / C_KMS)
+    shift = (1.0 + float(star["rv_kms"]) / SPEED_OF_LIGHT_KMS) / (1.0 + float(star["berv_kms"]) / SPEED_OF_LIGHT_KMS)
     resolution = rng.uniform(*plan.resolution, n_orders)
     normalised = np.ones((n_orders, n_pix))
     lo, hi = np.exp(ln_wave[0]) * shift, np.exp(ln_wave[-1]) * shift

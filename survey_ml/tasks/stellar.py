@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..core.echelle import continuum_normalise, cross_correlation_rv, input_snr, resample_segments
-from ..core.uncertainty import ErrorCalibration
+from ..core.uncertainty import ErrorCalibration, calibrated_sigma
 from ..io.echelle import SPEED_OF_LIGHT_KMS
 from .base import Batch, Block, Column, Task
 
@@ -155,8 +155,7 @@ class Stellar(Task):
         raw_sigma = np.sqrt(np.clip(np.diagonal(cov, axis1=1, axis2=2), 1e-30, None))
         snr = batch.inputs["snr"]
         if "error_calibration" in info:   # sigma rescaled in bins of the input's S/N (train.stellar.calibrate_errors)
-            sigma = np.stack([ErrorCalibration.from_dict(c).apply(raw_sigma[:, j], 1.0 / snr)
-                              for j, c in enumerate(info["error_calibration"])], axis=1).astype(np.float64)
+            sigma = calibrated_sigma(cov, [ErrorCalibration.from_dict(c) for c in info["error_calibration"]], snr)
         else:                             # one factor per label
             sigma = raw_sigma * np.asarray(info.get("error_scale", [1.0, 1.0, 1.0, 1.0]), np.float64)
         corr = cov / (raw_sigma[:, :, None] * raw_sigma[:, None, :])

@@ -28,7 +28,7 @@ import torch
 
 from ..core.echelle import input_snr
 from ..core.inference import WEIGHTS_DIR, load_model, save_weights, weights_sha256
-from ..core.uncertainty import ErrorCalibration
+from ..core.uncertainty import ErrorCalibration, calibrated_sigma
 from ..models.stellar_resnet import LABELS, StellarResNet, gaussian_nll
 from ..simulate.echelle_observe import EchelleObservation, broaden_batch, degrade, nuisance, render
 from ..simulate.stellar_grid import StellarGrid
@@ -56,8 +56,8 @@ def make_stellar_set(grid: StellarGrid, n: int, seed: int, conditions: EchelleOb
     for start in range(0, n, chunk):
         part = labels[start:start + chunk]
         flux = grid.interpolate(part[:, :3])
-        broadening = nuisance(part, rng, conditions) if conditions.vmacro_scatter is not None else None
-        clean[start:start + chunk] = render(grid.wavelength, flux, part[:, 3], rng, conditions, broadening)
+        clean[start:start + chunk] = render(grid.wavelength, flux, part[:, 3], rng, conditions,
+                                            nuisance(part, rng, conditions))
     return StellarSet(clean, labels)
 
 
@@ -153,13 +153,6 @@ def calibrate_errors(mean: np.ndarray, cov: np.ndarray, truth: np.ndarray, snr: 
     sigma = np.sqrt(np.diagonal(cov, axis1=1, axis2=2))
     return [ErrorCalibration.fit(mean[:, j] - truth[:, j], sigma[:, j], 1.0 / np.asarray(snr, np.float64),
                                  n_bins=n_bins) for j in range(mean.shape[1])]
-
-
-def calibrated_sigma(cov: np.ndarray, calibration: list[ErrorCalibration], snr: np.ndarray) -> np.ndarray:
-    """``(n, k)`` calibrated 1-sigma errors from the network's covariances ``(n, k, k)`` and the inputs' S/N."""
-    sigma = np.sqrt(np.clip(np.diagonal(cov, axis1=1, axis2=2), 1e-30, None))
-    score = 1.0 / np.asarray(snr, np.float64)
-    return np.stack([c.apply(sigma[:, j], score) for j, c in enumerate(calibration)], axis=1).astype(np.float64)
 
 
 def evaluate(mean: np.ndarray, sigma: np.ndarray, truth: np.ndarray) -> dict[str, dict[str, float]]:
